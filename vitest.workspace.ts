@@ -1,0 +1,5 @@
+/**
+ * The vitest project list. vitest 5 no longer discovers this file on its own, so
+ * `vitest.config.ts` imports it and passes it as `test.projects`.
+ */
+export default ["packages/*"]
