@@ -1,0 +1,300 @@
+/**
+ * `FrameParser`: an incremental RFC 6455 frame parser. Push chunks of any size (one byte at a
+ * time works); get frames, or the first protocol violation with the close code to answer with.
+ *
+ * A frame that sits inside one chunk is handed out as a zero-copy view of that chunk; a frame
+ * that spans chunks is copied once into a buffer of its final size. Masked payloads are unmasked
+ * in place, so the parser owns the chunks it is given.
+ *
+ * @module
+ */
+import * as Frame from "./Frame.ts"
+import { isDefinedOpcode, Opcode } from "./FrameType.ts"
+import { mask, readKey } from "./Mask.ts"
+import { type ProtocolViolation, violation } from "./Violation.ts"
+
+/** Which side of the connection the parser reads for. */
+export type Role = "server" | "client"
+
+/** RSV bits claimed by negotiated extensions. */
+export interface AllowedRsv {
+  readonly rsv1?: boolean
+  readonly rsv2?: boolean
+  readonly rsv3?: boolean
+}
+
+/** Default `maxFrameSize`: 64 MiB. */
+export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+
+/** Options of a `FrameParser`. */
+export interface FrameParserOptions {
+  /**
+   * `"server"` reads a client's frames, which must be masked; `"client"` reads a server's
+   * frames, which must not be (RFC 6455 §5.1). Either mismatch is a 1002 violation.
+   */
+  readonly role: Role
+  /** Largest accepted payload of one frame; a longer header fails 1009 before any payload is buffered. */
+  readonly maxFrameSize?: number
+  /** RSV bits that negotiated extensions allow on data frames; any other set bit fails 1002. */
+  readonly allowedRsv?: AllowedRsv
+}
+
+const TAGS: ReadonlyArray<Frame.Frame["_tag"]> = [
+  "Continuation", "Text", "Binary", "Continuation", "Continuation", "Continuation", "Continuation", "Continuation",
+  "Close", "Ping", "Pong"
+]
+
+const rsvMask = (allowed: AllowedRsv | undefined): number =>
+  (allowed?.rsv1 ? 0x40 : 0) | (allowed?.rsv2 ? 0x20 : 0) | (allowed?.rsv3 ? 0x10 : 0)
+
+/**
+ * The incremental parser. One instance reads one direction of one connection. After a
+ * violation it is dead: every later `push` returns the same violation and parses nothing.
+ */
+export class FrameParser {
+  /** Largest accepted payload of one frame; may be changed between pushes. */
+  maxFrameSize: number
+  private readonly expectMasked: boolean
+  private readonly allowedRsv: number
+  private failure: ProtocolViolation | undefined = undefined
+  /** A fragmented data message is open (its first frame had fin = 0). */
+  private messageOpen = false
+
+  // Header of the frame being read.
+  private b0 = 0
+  private masked = false
+  private headerSize = 0
+  private payloadLength = 0
+  private maskKey = 0
+  /** Header bytes kept while a header spans chunks. */
+  private readonly header = new Uint8Array(14)
+  private headerFilled = 0
+  /** Payload being assembled while a frame spans chunks. */
+  private payload: Uint8Array | undefined = undefined
+  private payloadFilled = 0
+
+  constructor(options: FrameParserOptions) {
+    this.expectMasked = options.role === "server"
+    this.maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE
+    this.allowedRsv = rsvMask(options.allowedRsv)
+  }
+
+  /** The violation that stopped this parser, if any. */
+  get failed(): ProtocolViolation | undefined {
+    return this.failure
+  }
+
+  /** Bytes held for an incomplete frame (header and payload): what this parser buffers now. */
+  get bufferedBytes(): number {
+    return this.headerFilled + (this.payload === undefined ? 0 : this.payload.length)
+  }
+
+  /** Whether the bytes pushed so far end exactly at a frame boundary. */
+  get atFrameBoundary(): boolean {
+    return this.headerFilled === 0 && this.payload === undefined
+  }
+
+  /** Whether a fragmented message is open (a later frame must be a Continuation). */
+  get inMessage(): boolean {
+    return this.messageOpen
+  }
+
+  /**
+   * Parses `chunk`, appending every complete frame to `out`. Returns the first violation, or
+   * `undefined`. Frames completed before a violation are still appended, in order.
+   */
+  push(chunk: Uint8Array, out: Array<Frame.Frame>): ProtocolViolation | undefined {
+    if (this.failure !== undefined) return this.failure
+    const end = chunk.length
+    let pos = 0
+    if (this.payload !== undefined) {
+      pos = this.continuePayload(chunk, out)
+      if (pos === end) return undefined
+    } else if (this.headerFilled > 0) {
+      pos = this.continueHeader(chunk)
+      if (this.failure !== undefined) return this.failure
+      if (this.headerFilled < this.headerSize || this.headerSize === 0) return undefined
+      this.headerFilled = 0
+      pos = this.startPayload(chunk, pos, out)
+    }
+    while (pos < end) {
+      if (end - pos < 2) {
+        this.header[0] = chunk[pos]!
+        this.headerFilled = 1
+        this.headerSize = 0
+        return undefined
+      }
+      if (!this.begin(chunk[pos]!, chunk[pos + 1]!)) return this.failure
+      if (end - pos < this.headerSize) {
+        // Check a length that has arrived even if the masking key has not (H4: fail before buffering).
+        if (end - pos >= this.lengthEnd && !this.readLength(chunk, pos)) return this.failure
+        this.header.set(chunk.subarray(pos, end), 0)
+        this.headerFilled = end - pos
+        return undefined
+      }
+      if (!this.readLength(chunk, pos)) return this.failure
+      this.readMaskKey(chunk, pos)
+      pos = this.startPayload(chunk, pos + this.headerSize, out)
+    }
+    return undefined
+  }
+
+  /** Decodes and checks the first two header bytes; sets `headerSize`. False on a violation. */
+  private begin(b0: number, b1: number): boolean {
+    const opcode = b0 & 0x0f
+    const fin = (b0 & 0x80) !== 0
+    const rsv = b0 & 0x70
+    const len7 = b1 & 0x7f
+    this.b0 = b0
+    this.masked = (b1 & 0x80) !== 0
+    if (!isDefinedOpcode(opcode)) {
+      return this.fail(violation("ReservedOpcode", 1002, `Reserved opcode ${opcode}`))
+    }
+    if (opcode >= Opcode.Close) {
+      if (rsv !== 0) return this.fail(violation("ReservedBits", 1002, "RSV bits set on a control frame"))
+      if (!fin) return this.fail(violation("FragmentedControlFrame", 1002, "Fragmented control frame"))
+      if (len7 > Frame.MAX_CONTROL_PAYLOAD) {
+        return this.fail(violation("ControlFrameTooLarge", 1002, "Control frame payload over 125 bytes"))
+      }
+    } else {
+      if ((rsv & ~this.allowedRsv) !== 0) {
+        return this.fail(violation("ReservedBits", 1002, "RSV bits set without a negotiated extension"))
+      }
+      if (opcode === Opcode.Continuation) {
+        if (!this.messageOpen) {
+          return this.fail(violation("UnexpectedContinuation", 1002, "Continuation frame without an open message"))
+        }
+      } else if (this.messageOpen) {
+        return this.fail(violation("UnfinishedMessage", 1002, "New data frame while a fragmented message is open"))
+      }
+      this.messageOpen = !fin
+    }
+    if (this.masked !== this.expectMasked) {
+      return this.fail(
+        this.expectMasked
+          ? violation("UnmaskedFrame", 1002, "Unmasked frame from a client")
+          : violation("MaskedFrame", 1002, "Masked frame from a server")
+      )
+    }
+    this.headerSize = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (this.masked ? 4 : 0)
+    if (len7 < 126) return this.checkLength(len7)
+    return true
+  }
+
+  /** Offset just after the length fields of the current header (before the masking key). */
+  private get lengthEnd(): number {
+    return this.masked ? this.headerSize - 4 : this.headerSize
+  }
+
+  /** Reads and checks the extended length of the header at `bytes[at]` (length fields present). False on a violation. */
+  private readLength(bytes: Uint8Array, at: number): boolean {
+    const len7 = bytes[at + 1]! & 0x7f
+    const p = at + 2
+    if (len7 === 126) {
+      return this.checkLength((bytes[p]! << 8) | bytes[p + 1]!)
+    } else if (len7 === 127) {
+      const hi = ((bytes[p]! << 24) | (bytes[p + 1]! << 16) | (bytes[p + 2]! << 8) | bytes[p + 3]!) >>> 0
+      const lo = ((bytes[p + 4]! << 24) | (bytes[p + 5]! << 16) | (bytes[p + 6]! << 8) | bytes[p + 7]!) >>> 0
+      if (hi >= 0x80000000) {
+        return this.fail(violation("LengthTopBitSet", 1002, "64-bit payload length with the top bit set"))
+      }
+      return this.checkLength(hi * 0x100000000 + lo)
+    }
+    return true
+  }
+
+  /** Reads the masking key of the complete header at `bytes[at]`, if the frame is masked. */
+  private readMaskKey(bytes: Uint8Array, at: number): void {
+    if (this.masked) this.maskKey = readKey(bytes, at + this.headerSize - 4)
+  }
+
+  private checkLength(length: number): boolean {
+    this.payloadLength = length
+    if (length > this.maxFrameSize) {
+      return this.fail(violation("FrameTooBig", 1009, `Frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`))
+    }
+    return true
+  }
+
+  /** Collects header bytes kept from earlier chunks; returns the position in `chunk` after them. */
+  private continueHeader(chunk: Uint8Array): number {
+    let pos = 0
+    if (this.headerSize === 0) {
+      if (chunk.length === 0) return 0
+      this.header[1] = chunk[0]!
+      this.headerFilled = 2
+      pos = 1
+      if (!this.begin(this.header[0]!, this.header[1]!)) return pos
+    }
+    const before = this.headerFilled
+    const take = Math.min(this.headerSize - before, chunk.length - pos)
+    this.header.set(chunk.subarray(pos, pos + take), before)
+    this.headerFilled += take
+    pos += take
+    // The length is checked once, as soon as its bytes are in (they may have been checked already).
+    if (before < this.lengthEnd && this.headerFilled >= this.lengthEnd && !this.readLength(this.header, 0)) return pos
+    if (this.headerFilled === this.headerSize) this.readMaskKey(this.header, 0)
+    return pos
+  }
+
+  /** Starts the payload of the current frame at `chunk[pos]`; returns the position after what it used. */
+  private startPayload(chunk: Uint8Array, pos: number, out: Array<Frame.Frame>): number {
+    const length = this.payloadLength
+    const available = chunk.length - pos
+    if (available >= length) {
+      const payload = chunk.subarray(pos, pos + length)
+      if (this.masked) mask(payload, this.maskKey)
+      this.emit(payload, out)
+      return pos + length
+    }
+    const payload = new Uint8Array(length)
+    payload.set(chunk.subarray(pos), 0)
+    this.payload = payload
+    this.payloadFilled = available
+    return chunk.length
+  }
+
+  /** Adds bytes to a payload that spans chunks; returns the position in `chunk` after them. */
+  private continuePayload(chunk: Uint8Array, out: Array<Frame.Frame>): number {
+    const payload = this.payload!
+    const take = Math.min(payload.length - this.payloadFilled, chunk.length)
+    payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), this.payloadFilled)
+    this.payloadFilled += take
+    if (this.payloadFilled === payload.length) {
+      this.payload = undefined
+      if (this.masked) mask(payload, this.maskKey)
+      this.emit(payload, out)
+    }
+    return take
+  }
+
+  private emit(payload: Uint8Array, out: Array<Frame.Frame>): void {
+    const b0 = this.b0
+    out.push(
+      Frame.make(TAGS[b0 & 0x0f]!, (b0 & 0x80) !== 0, (b0 & 0x40) !== 0, (b0 & 0x20) !== 0, (b0 & 0x10) !== 0, payload)
+    )
+  }
+
+  private fail(v: ProtocolViolation): false {
+    this.failure = v
+    this.payload = undefined
+    this.headerFilled = 0
+    return false
+  }
+}
+
+/** Everything `parseFrames` found: the frames, the violation that stopped parsing (if any), and leftover bytes. */
+export interface ParseResult {
+  readonly frames: ReadonlyArray<Frame.Frame>
+  readonly violation: ProtocolViolation | undefined
+  /** Whether the bytes ended inside a frame. */
+  readonly incomplete: boolean
+}
+
+/** Parses a whole byte sequence at once (for tests and tools). Unmasks `bytes` in place. */
+export const parseFrames = (bytes: Uint8Array, options: FrameParserOptions): ParseResult => {
+  const parser = new FrameParser(options)
+  const frames: Array<Frame.Frame> = []
+  const v = parser.push(bytes, frames)
+  return { frames, violation: v, incomplete: v === undefined && !parser.atFrameBoundary }
+}

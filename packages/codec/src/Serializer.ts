@@ -1,0 +1,180 @@
+/**
+ * `Serializer`: frames to wire bytes. A server writes unmasked frames; a client masks each frame
+ * with a fresh key drawn from a batch of cryptographic randomness. Small frames become one
+ * buffer; a large unmasked payload is handed out as-is after its header, so an adapter can
+ * `writev` without copying. The caller's payloads are never modified, and the output holds
+ * only header bytes and the caller's payload bytes (zero-initialised buffers, exact lengths).
+ *
+ * @module
+ */
+import type * as Frame from "./Frame.ts"
+import { Opcode } from "./FrameType.ts"
+import { mask } from "./Mask.ts"
+
+/** Payloads up to this size are copied next to their header; larger unmasked ones are passed by reference. */
+export const COPY_THRESHOLD = 16 * 1024
+
+/** A source of random bytes: fills the array. */
+export type RandomSource = (bytes: Uint8Array) => void
+
+/** Options of a `Serializer`. */
+export interface SerializerOptions {
+  /** Mask every frame (a client must, a server must not; RFC 6455 §5.1). */
+  readonly mask: boolean
+  /** Random source for masking keys; defaults to `crypto.getRandomValues`. */
+  readonly random?: RandomSource
+}
+
+const defaultRandom: RandomSource = (bytes) => {
+  globalThis.crypto.getRandomValues(bytes)
+}
+
+/** Size of the random pool: 256 masking keys per `getRandomValues` call. */
+const POOL_SIZE = 1024
+
+/** The size of a frame's header for a payload length. */
+export const headerSize = (payloadLength: number, masked: boolean): number =>
+  2 + (payloadLength < 126 ? 0 : payloadLength < 0x10000 ? 2 : 8) + (masked ? 4 : 0)
+
+/** Writes a frame header at `out[at]`; returns the offset after it. */
+const writeHeader = (
+  out: Uint8Array,
+  at: number,
+  frame: Frame.Frame,
+  length: number,
+  maskKey: number | undefined
+): number => {
+  out[at] = (frame.fin ? 0x80 : 0) | (frame.rsv1 ? 0x40 : 0) | (frame.rsv2 ? 0x20 : 0) | (frame.rsv3 ? 0x10 : 0) |
+    Opcode[frame._tag]
+  const maskBit = maskKey === undefined ? 0 : 0x80
+  let p = at + 2
+  if (length < 126) {
+    out[at + 1] = maskBit | length
+  } else if (length < 0x10000) {
+    out[at + 1] = maskBit | 126
+    out[p] = length >>> 8
+    out[p + 1] = length & 0xff
+    p += 2
+  } else {
+    out[at + 1] = maskBit | 127
+    const hi = Math.floor(length / 0x100000000)
+    const lo = length >>> 0
+    out[p] = hi >>> 24
+    out[p + 1] = (hi >>> 16) & 0xff
+    out[p + 2] = (hi >>> 8) & 0xff
+    out[p + 3] = hi & 0xff
+    out[p + 4] = lo >>> 24
+    out[p + 5] = (lo >>> 16) & 0xff
+    out[p + 6] = (lo >>> 8) & 0xff
+    out[p + 7] = lo & 0xff
+    p += 8
+  }
+  if (maskKey !== undefined) {
+    out[p] = maskKey >>> 24
+    out[p + 1] = (maskKey >>> 16) & 0xff
+    out[p + 2] = (maskKey >>> 8) & 0xff
+    out[p + 3] = maskKey & 0xff
+    p += 4
+  }
+  return p
+}
+
+/** Serializes frames for one direction of one connection. */
+export class Serializer {
+  private readonly masking: boolean
+  private readonly random: RandomSource
+  private readonly pool = new Uint8Array(POOL_SIZE)
+  private poolPos = POOL_SIZE
+
+  constructor(options: SerializerOptions) {
+    this.masking = options.mask
+    this.random = options.random ?? defaultRandom
+  }
+
+  /** Appends the bytes of one frame to `out`: one buffer, or header then payload for a large unmasked payload. */
+  serialize(frame: Frame.Frame, out: Array<Uint8Array>): void {
+    this.serializeBatch([frame], out)
+  }
+
+  /**
+   * Appends the bytes of `frames` to `out`, coalescing consecutive frames into as few buffers
+   * as possible: everything is copied into shared buffers except the payloads of large
+   * unmasked frames, which follow their header by reference.
+   */
+  serializeBatch(frames: ReadonlyArray<Frame.Frame>, out: Array<Uint8Array>): void {
+    const masking = this.masking
+    let i = 0
+    while (i < frames.length) {
+      // Size the run: frames copied inline, up to and including the header of one large unmasked frame.
+      let size = 0
+      let j = i
+      let tail: Frame.Frame | undefined = undefined
+      for (; j < frames.length; j++) {
+        const length = frames[j]!.payload.length
+        const h = headerSize(length, masking)
+        if (!masking && length > COPY_THRESHOLD) {
+          size += h
+          tail = frames[j]!
+          j++
+          break
+        }
+        if (masking && length > COPY_THRESHOLD && j > i) break // a large masked frame gets its own buffer
+        size += h + length
+        if (masking && length > COPY_THRESHOLD) {
+          j++
+          break
+        }
+      }
+      const buffer = new Uint8Array(size)
+      let p = 0
+      for (let k = i; k < j; k++) {
+        const frame = frames[k]!
+        const payload = frame.payload
+        if (frame === tail) {
+          p = writeHeader(buffer, p, frame, payload.length, undefined)
+          continue
+        }
+        const key = masking ? this.nextKey() : undefined
+        p = writeHeader(buffer, p, frame, payload.length, key)
+        buffer.set(payload, p)
+        if (key !== undefined) mask(buffer, key, 0, p, p + payload.length)
+        p += payload.length
+      }
+      out.push(buffer)
+      if (tail !== undefined && tail.payload.length > 0) out.push(tail.payload)
+      i = j
+    }
+  }
+
+  private nextKey(): number {
+    if (this.poolPos === POOL_SIZE) {
+      this.random(this.pool)
+      this.poolPos = 0
+    }
+    const p = this.poolPos
+    this.poolPos = p + 4
+    const pool = this.pool
+    return ((pool[p]! << 24) | (pool[p + 1]! << 16) | (pool[p + 2]! << 8) | pool[p + 3]!) >>> 0
+  }
+}
+
+/** Serializes one frame into a single buffer (for tests and tools). */
+export const serializeFrame = (frame: Frame.Frame, options: SerializerOptions): Uint8Array => {
+  const parts: Array<Uint8Array> = []
+  new Serializer(options).serialize(frame, parts)
+  return concat(parts)
+}
+
+/** Concatenates byte arrays into one new array. */
+export const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  if (parts.length === 1) return parts[0]!
+  let size = 0
+  for (const part of parts) size += part.length
+  const out = new Uint8Array(size)
+  let p = 0
+  for (const part of parts) {
+    out.set(part, p)
+    p += part.length
+  }
+  return out
+}
