@@ -11,8 +11,36 @@ import type * as Frame from "./Frame.ts"
 import { Opcode } from "./FrameType.ts"
 import { mask } from "./Mask.ts"
 
-/** Payloads up to this size are copied next to their header; larger unmasked ones are passed by reference. */
-export const COPY_THRESHOLD = 16 * 1024
+/**
+ * Unmasked payloads up to this size are copied next to their header (one buffer per batch
+ * means one iovec); larger ones are passed by reference. Masked payloads are always copied
+ * (masking must not modify the caller's bytes).
+ */
+export const COPY_THRESHOLD = 1024
+
+/** A masked frame larger than this gets its own buffer instead of growing the batch buffer. */
+const OWN_BUFFER_THRESHOLD = 16 * 1024
+
+/** Shared slab for small outputs: a `new Uint8Array` per frame above 64 bytes is an off-heap allocation. */
+const SLAB_SIZE = 16 * 1024
+let slab = new Uint8Array(SLAB_SIZE)
+let slabPos = 0
+
+/**
+ * A zero-initialised buffer of `n` bytes. Small buffers are carved from a shared slab that is
+ * never handed out twice (a fresh slab replaces a full one), so no bytes are ever shared
+ * between two outputs, and every byte of an output is written by the serializer.
+ */
+const allocate = (n: number): Uint8Array => {
+  if (n > SLAB_SIZE >>> 2) return new Uint8Array(n)
+  if (slabPos + n > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE)
+    slabPos = 0
+  }
+  const out = new Uint8Array(slab.buffer, slabPos, n)
+  slabPos = (slabPos + n + 7) & ~7 // keep the next output 8-byte aligned for word-wise masking
+  return out
+}
 
 /** A source of random bytes: fills the array. */
 export type RandomSource = (bytes: Uint8Array) => void
@@ -36,6 +64,31 @@ const POOL_SIZE = 1024
 export const headerSize = (payloadLength: number, masked: boolean): number =>
   2 + (payloadLength < 126 ? 0 : payloadLength < 0x10000 ? 2 : 8) + (masked ? 4 : 0)
 
+/** The opcode of a frame tag (a switch on the tag is cheaper than a keyed lookup on the hot path). */
+const opcodeOf = (tag: Frame.Frame["_tag"]): number => {
+  switch (tag) {
+    case "Text":
+      return Opcode.Text
+    case "Binary":
+      return Opcode.Binary
+    case "Continuation":
+      return Opcode.Continuation
+    case "Close":
+      return Opcode.Close
+    case "Ping":
+      return Opcode.Ping
+    case "Pong":
+      return Opcode.Pong
+  }
+}
+
+/** Copies `payload` into `buffer` at `at` (a plain loop beats `set` for tiny payloads). */
+const copyInto = (buffer: Uint8Array, at: number, payload: Uint8Array): void => {
+  const length = payload.length
+  if (length <= 16) for (let b = 0; b < length; b++) buffer[at + b] = payload[b]!
+  else buffer.set(payload, at)
+}
+
 /** Writes a frame header at `out[at]`; returns the offset after it. */
 const writeHeader = (
   out: Uint8Array,
@@ -45,7 +98,7 @@ const writeHeader = (
   maskKey: number | undefined
 ): number => {
   out[at] = (frame.fin ? 0x80 : 0) | (frame.rsv1 ? 0x40 : 0) | (frame.rsv2 ? 0x20 : 0) | (frame.rsv3 ? 0x10 : 0) |
-    Opcode[frame._tag]
+    opcodeOf(frame._tag)
   const maskBit = maskKey === undefined ? 0 : 0x80
   let p = at + 2
   if (length < 126) {
@@ -93,7 +146,24 @@ export class Serializer {
 
   /** Appends the bytes of one frame to `out`: one buffer, or header then payload for a large unmasked payload. */
   serialize(frame: Frame.Frame, out: Array<Uint8Array>): void {
-    this.serializeBatch([frame], out)
+    const payload = frame.payload
+    const length = payload.length
+    if (this.masking) {
+      const key = this.nextKey()
+      const buffer = allocate(headerSize(length, true) + length)
+      const p = writeHeader(buffer, 0, frame, length, key)
+      copyInto(buffer, p, payload)
+      mask(buffer, key, 0, p, p + length)
+      out.push(buffer)
+    } else if (length > COPY_THRESHOLD) {
+      const header = allocate(headerSize(length, false))
+      writeHeader(header, 0, frame, length, undefined)
+      out.push(header, payload)
+    } else {
+      const buffer = allocate(headerSize(length, false) + length)
+      copyInto(buffer, writeHeader(buffer, 0, frame, length, undefined), payload)
+      out.push(buffer)
+    }
   }
 
   /**
@@ -118,14 +188,14 @@ export class Serializer {
           j++
           break
         }
-        if (masking && length > COPY_THRESHOLD && j > i) break // a large masked frame gets its own buffer
+        if (masking && length > OWN_BUFFER_THRESHOLD && j > i) break // a large masked frame gets its own buffer
         size += h + length
-        if (masking && length > COPY_THRESHOLD) {
+        if (masking && length > OWN_BUFFER_THRESHOLD) {
           j++
           break
         }
       }
-      const buffer = new Uint8Array(size)
+      const buffer = allocate(size)
       let p = 0
       for (let k = i; k < j; k++) {
         const frame = frames[k]!
@@ -136,9 +206,10 @@ export class Serializer {
         }
         const key = masking ? this.nextKey() : undefined
         p = writeHeader(buffer, p, frame, payload.length, key)
-        buffer.set(payload, p)
-        if (key !== undefined) mask(buffer, key, 0, p, p + payload.length)
-        p += payload.length
+        const length = payload.length
+        copyInto(buffer, p, payload)
+        if (key !== undefined) mask(buffer, key, 0, p, p + length)
+        p += length
       }
       out.push(buffer)
       if (tail !== undefined && tail.payload.length > 0) out.push(tail.payload)

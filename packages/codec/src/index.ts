@@ -5,10 +5,12 @@
  * @module
  */
 export * as CloseReason from "./CloseReason.ts"
+export * as ExtensionHeader from "./ExtensionHeader.ts"
 export * as Frame from "./Frame.ts"
 export * as FrameParser from "./FrameParser.ts"
 export * as FrameType from "./FrameType.ts"
 export * as Mask from "./Mask.ts"
+export * as PerMessageDeflateNegotiation from "./PerMessageDeflateNegotiation.ts"
 export * as Serializer from "./Serializer.ts"
 export * as Utf8 from "./Utf8.ts"
 export * as Violation from "./Violation.ts"
