@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { isTchar, isToken as isTokenString } from "./internal/token.ts"
 
 /** One `name[=value]` parameter of an extension. `name` is lowercased; `value` is unescaped, `undefined` when absent. */
 export interface ExtensionParameter {
@@ -33,21 +34,8 @@ export interface ExtensionHeaderError {
 export const isExtensionHeaderError = (u: unknown): u is ExtensionHeaderError =>
   typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "ExtensionHeaderError"
 
-// RFC 7230 §3.2.6 tchar: "!" "#" "$" "%" "&" "'" "*" "+" "-" "." "^" "_" "`" "|" "~" DIGIT ALPHA
-const TCHAR = new Uint8Array(128)
-for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1
-for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1
-for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1
-for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1
-
-const isTchar = (c: number): boolean => c < 128 && TCHAR[c] === 1
-
 /** Whether `s` is an RFC 7230 token: one or more tchars (no spaces, separators, controls or non-ASCII). */
-export const isToken = (s: string): boolean => {
-  if (s.length === 0) return false
-  for (let i = 0; i < s.length; i++) if (!isTchar(s.charCodeAt(i))) return false
-  return true
-}
+export const isToken = isTokenString
 
 /** RFC 7230 qdtext / quoted-pair payload: HTAB, SP, VCHAR, obs-text (0x80-0xFF). */
 const isQuotable = (c: number): boolean => c === 0x09 || (c >= 0x20 && c <= 0x7e) || (c >= 0x80 && c <= 0xff)

@@ -22,6 +22,7 @@ import {
   type WebSocketExtensionHeader
 } from "./ExtensionHeader.ts"
 import { base64Value, encodeBase64 } from "./internal/base64.ts"
+import { isTchar } from "./internal/token.ts"
 import { Sha1 } from "./internal/sha1.ts"
 
 // -----------------------------------------------------------------------------------------------
@@ -101,15 +102,6 @@ export const headerLines = (headers: Headers, name: string): ReadonlyArray<strin
   if (value === undefined) return EMPTY
   return typeof value === "string" ? [value] : value
 }
-
-// RFC 7230 §3.2.6 tchar, checked character by character (`isToken` checks whole strings).
-const TCHAR = new Uint8Array(256)
-for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1
-for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1
-for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1
-for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1
-
-const isTchar = (c: number): boolean => c < 256 && TCHAR[c] === 1
 
 const isOws = (c: number): boolean => c === 0x20 || c === 0x09
 
