@@ -1,0 +1,34 @@
+/**
+ * The conformance peer itself is checked against `ws` (the reference implementation most users
+ * compare us with): every case must pass except the two places where `ws` is known to be less
+ * strict than conformance.md asks. That both proves the peer passes a real server and that it
+ * detects real deviations. Our own server runs the same cases in the node adapter's tests.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import type { AddressInfo } from "node:net"
+import { WebSocketServer } from "ws"
+import { runCases } from "../conformance/run.ts"
+
+/** Where `ws` 8 deviates: UTF-8 is validated at the end of a message, and version 8 is accepted. */
+const wsDeviations = ["6.fail-fast", "hs.version"]
+
+describe("conformance peer", () => {
+  it("passes ws on every case except its two known deviations", async () => {
+    const server = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: 64 * 1024 * 1024 })
+    server.on("connection", (ws) => {
+      ws.on("error", () => {})
+      ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }))
+    })
+    await new Promise<void>((resolve) => server.once("listening", () => resolve()))
+    try {
+      const { port } = server.address() as AddressInfo
+      const results = await runCases(new URL(`ws://127.0.0.1:${port}/`))
+      assert.isAtLeast(results.length, 130)
+      const failed = results.filter((r) => !r.verdict.ok).map((r) => r.id)
+      assert.deepStrictEqual(failed, wsDeviations, JSON.stringify(results.filter((r) => !r.verdict.ok)))
+    } finally {
+      for (const client of server.clients) client.terminate()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }, 60_000)
+})
