@@ -136,7 +136,8 @@ const writeHeader = (
 export class Serializer {
   private readonly masking: boolean
   private readonly random: RandomSource
-  private readonly pool = new Uint8Array(POOL_SIZE)
+  /** Random bytes for masking keys; allocated on first use, so servers (which never mask) hold none. */
+  private pool: Uint8Array | undefined = undefined
   private poolPos = POOL_SIZE
 
   constructor(options: SerializerOptions) {
@@ -218,13 +219,14 @@ export class Serializer {
   }
 
   private nextKey(): number {
-    if (this.poolPos === POOL_SIZE) {
-      this.random(this.pool)
+    let pool = this.pool
+    if (pool === undefined || this.poolPos === POOL_SIZE) {
+      pool ??= this.pool = new Uint8Array(POOL_SIZE)
+      this.random(pool)
       this.poolPos = 0
     }
     const p = this.poolPos
     this.poolPos = p + 4
-    const pool = this.pool
     return ((pool[p]! << 24) | (pool[p + 1]! << 16) | (pool[p + 2]! << 8) | pool[p + 3]!) >>> 0
   }
 }

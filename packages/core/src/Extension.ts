@@ -1,0 +1,132 @@
+/**
+ * The extension API (Ktor's `WebSocketExtension`, `WebSocketExtensionFactory`,
+ * `WebSocketExtensionsConfig`), open to third parties. An extension negotiates through
+ * `Sec-WebSocket-Extensions` headers, may claim RSV bits, and transforms whole messages (not
+ * fragments), so a compressor such as permessage-deflate sees one message at a time.
+ *
+ * @module
+ */
+import type { Frame } from "@effect-ws/codec"
+import type { WebSocketExtensionHeader } from "@effect-ws/codec/ExtensionHeader"
+import { Effect } from "effect"
+import type { ExtensionError, FrameTooBig, ProtocolViolation } from "./Errors.ts"
+import { ExtensionConflict, ExtensionNotFound } from "./Errors.ts"
+
+/** A whole message: a Text or Binary frame with `fin` set, its payload the concatenated fragments. */
+export type Message = Frame.Text | Frame.Binary
+
+/** The RSV bits an extension claims on the frames it produces. */
+export interface RsvBits {
+  readonly rsv1: boolean
+  readonly rsv2: boolean
+  readonly rsv3: boolean
+}
+
+/**
+ * One negotiated extension on one connection. Incoming messages pass through the installed
+ * extensions in negotiated order, outgoing messages in the same order (Ktor's order, §5.7).
+ * A hook fails with `ProtocolViolation`/`FrameTooBig` to close with that code, or with
+ * `ExtensionError` to close with 1011.
+ */
+export interface WebSocketExtension extends RsvBits {
+  /** The factory key this extension was built from (used by `extension(factory)`). */
+  readonly key: string
+  /** Extension headers a client offers. */
+  readonly protocols: ReadonlyArray<WebSocketExtensionHeader>
+  /** Client side: given every extension of the server's response, whether this extension is in use. */
+  readonly clientNegotiation: (negotiated: ReadonlyArray<WebSocketExtensionHeader>) => boolean
+  /** Server side: given the client's offers, the response headers for this extension (empty: not used). */
+  readonly serverNegotiation: (
+    requested: ReadonlyArray<WebSocketExtensionHeader>
+  ) => ReadonlyArray<WebSocketExtensionHeader>
+  /** Transforms an outgoing message before it is fragmented and framed. */
+  readonly processOutgoingMessage: (message: Message) => Effect.Effect<Message, ExtensionError>
+  /** Transforms a reassembled incoming message before it is validated (UTF-8) and delivered. */
+  readonly processIncomingMessage: (
+    message: Message
+  ) => Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError>
+}
+
+/** Builds a fresh extension instance per connection from a configuration. `key` identifies the kind. */
+export interface WebSocketExtensionFactory<Config, Ext extends WebSocketExtension> extends RsvBits {
+  readonly key: string
+  readonly install: (config: Config) => Ext
+}
+
+/** An installer recorded by `install`: the factory's identity and bits, and how to build one instance. */
+export interface ExtensionInstaller extends RsvBits {
+  readonly key: string
+  readonly build: () => WebSocketExtension
+}
+
+/** The extensions a server or client supports, in preference order; built once per connection. */
+export interface WebSocketExtensionsConfig {
+  readonly installers: ReadonlyArray<ExtensionInstaller>
+}
+
+/** No extensions. */
+export const empty: WebSocketExtensionsConfig = Object.freeze({ installers: [] })
+
+const BITS = ["rsv1", "rsv2", "rsv3"] as const
+
+/** Fails with `ExtensionConflict` when two of the given extensions (or installers) claim the same RSV bit. */
+export const checkConflicts = (
+  items: ReadonlyArray<RsvBits & { readonly key: string }>
+): Effect.Effect<void, ExtensionConflict> =>
+  Effect.suspend(() => {
+    for (const bit of BITS) {
+      let owner: string | undefined = undefined
+      for (const item of items) {
+        if (!item[bit]) continue
+        if (owner !== undefined) return Effect.fail(new ExtensionConflict({ bit, first: owner, second: item.key }))
+        owner = item.key
+      }
+    }
+    return Effect.void
+  })
+
+/**
+ * Adds an extension to a config (the config itself is not changed). Fails with
+ * `ExtensionConflict` when it claims an RSV bit an installed extension already claims.
+ */
+export const install = <Config, Ext extends WebSocketExtension>(
+  self: WebSocketExtensionsConfig,
+  factory: WebSocketExtensionFactory<Config, Ext>,
+  config: Config
+): Effect.Effect<WebSocketExtensionsConfig, ExtensionConflict> => {
+  const installer: ExtensionInstaller = {
+    key: factory.key,
+    rsv1: factory.rsv1,
+    rsv2: factory.rsv2,
+    rsv3: factory.rsv3,
+    build: () => factory.install(config)
+  }
+  const installers = [...self.installers, installer]
+  return Effect.as(checkConflicts(installers), { installers })
+}
+
+/** Fresh extension instances for one connection, in install order. */
+export const build = (self: WebSocketExtensionsConfig): Array<WebSocketExtension> =>
+  self.installers.map((installer) => installer.build())
+
+/** The RSV bits claimed by a list of extensions (what the frame parser must accept). */
+export const claimedBits = (extensions: ReadonlyArray<WebSocketExtension>): RsvBits => ({
+  rsv1: extensions.some((e) => e.rsv1),
+  rsv2: extensions.some((e) => e.rsv2),
+  rsv3: extensions.some((e) => e.rsv3)
+})
+
+/** The installed extension built by `factory`, or `undefined` (Ktor's `extensionOrNull`). */
+export const findExtension = <Ext extends WebSocketExtension>(
+  extensions: ReadonlyArray<WebSocketExtension>,
+  factory: WebSocketExtensionFactory<never, Ext>
+): Ext | undefined => extensions.find((e) => e.key === factory.key) as Ext | undefined
+
+/** The installed extension built by `factory`; fails with `ExtensionNotFound` if there is none (Ktor's `extension`). */
+export const getExtension = <Ext extends WebSocketExtension>(
+  extensions: ReadonlyArray<WebSocketExtension>,
+  factory: WebSocketExtensionFactory<never, Ext>
+): Effect.Effect<Ext, ExtensionNotFound> => {
+  const found = findExtension(extensions, factory)
+  return found === undefined ? Effect.fail(new ExtensionNotFound({ name: factory.key })) : Effect.succeed(found)
+}

@@ -1,0 +1,137 @@
+/**
+ * `RawWebSocket`: a WebSocket session that exchanges frames as they are (Ktor's
+ * `RawWebSocket`): no automatic Pong, no Close echo, no reassembly, no extensions applied.
+ * A `WebSocketReader` fiber feeds `incoming`; a `WebSocketWriter` fiber drains the outgoing
+ * queue; both live in the caller's scope. A protocol violation from the peer sends the right
+ * Close (1002/1007/1009) and fails `incoming`.
+ *
+ * @module
+ */
+import { Frame, FrameParser } from "@effect-ws/codec"
+import { type Cause, Effect, type Fiber, Queue, type Scope, Sink } from "effect"
+import * as ChannelsConfig from "./ChannelsConfig.ts"
+import type { ChannelOverflow, ExtensionConflict, OutgoingClosed } from "./Errors.ts"
+import { checkConflicts, claimedBits, type WebSocketExtension } from "./Extension.ts"
+import type { Transport } from "./Transport.ts"
+import { type RawIncomingError, WebSocketReader } from "./WebSocketReader.ts"
+import { WebSocketWriter } from "./WebSocketWriter.ts"
+
+/** Which end of the connection this session is: servers read masked frames and write unmasked ones, clients the reverse. */
+export type Role = FrameParser.Role
+
+/** Options of `RawWebSocket.make`. */
+export interface RawWebSocketOptions {
+  readonly role: Role
+  /** Mask outgoing frames (default: true for clients, false for servers, as RFC 6455 §5.1 requires). */
+  readonly masking?: boolean
+  /** Largest payload of one incoming frame; a larger header fails 1009 before its payload is buffered (default 64 MiB). */
+  readonly maxFrameSize?: number
+  /** Queue capacities and overflow policies (default `ChannelsConfig.DEFAULT`). */
+  readonly channels?: ChannelsConfig.ChannelsConfig
+  /** Negotiated extensions. The raw session lets their RSV bits through but does not apply them. */
+  readonly extensions?: ReadonlyArray<WebSocketExtension>
+}
+
+/** The errors a raw `send` can fail with. */
+export type SendError = OutgoingClosed | ChannelOverflow
+
+/** A frame-level WebSocket session. */
+export interface RawWebSocket {
+  readonly role: Role
+  /** Whether outgoing frames are masked. */
+  readonly masking: boolean
+  /** Negotiated extensions (not applied by the raw session). */
+  readonly extensions: ReadonlyArray<WebSocketExtension>
+  readonly channels: ChannelsConfig.ChannelsConfig
+  /** Largest accepted incoming frame payload; may be changed while the session runs. */
+  maxFrameSize: number
+  /**
+   * Frames as received, in order. Ends (`Cause.Done`) after a Close frame, which is the last
+   * frame delivered. Fails with `ProtocolViolation`/`FrameTooBig` (after the frames parsed
+   * before the violation; a Close with the matching code was sent), `AbnormalClosure` (input
+   * ended without a Close) or `ChannelOverflow` (a `"fail"` incoming queue was full; Close 1008 sent).
+   */
+  readonly incoming: Queue.Dequeue<Frame.Frame, RawIncomingError | Cause.Done>
+  /**
+   * Queues a frame for writing as it is. Fails with `OutgoingClosed` after a Close frame was
+   * sent, or `ChannelOverflow` when the outgoing queue is full with policy `"fail"`; suspends
+   * when it is full with policy `"suspend"`.
+   */
+  readonly send: (frame: Frame.Frame) => Effect.Effect<void, SendError>
+  /** A sink that sends every frame it receives (see `send`). */
+  readonly outgoing: Sink.Sink<void, Frame.Frame, never, SendError>
+  /** Completes once every frame sent before it was handed to the transport (or the writer stopped). Never fails. */
+  readonly flush: Effect.Effect<void>
+  /** Ends the session at once without a Close frame: the transport is destroyed, `incoming` fails with `AbnormalClosure`. */
+  readonly terminate: Effect.Effect<void>
+  /** Completes when both the reader and the writer have stopped. */
+  readonly closed: Effect.Effect<void>
+  /** The transport this session runs over. */
+  readonly transport: Transport
+  /** The reader state (for sessions built on top of this one). */
+  readonly reader: WebSocketReader
+  /** The writer state (for sessions built on top of this one). */
+  readonly writer: WebSocketWriter
+  /** The reader and writer fibers (for diagnostics and tests). */
+  readonly fibers: ReadonlyArray<Fiber.Fiber<void>>
+}
+
+/**
+ * Starts a raw session over a transport in the current scope: a reader and a writer fiber,
+ * interrupted when the scope closes, after which the transport is destroyed. No Close is sent on
+ * scope close (raw sessions do their own close handshake). Fails with `ExtensionConflict` when two
+ * extensions claim the same RSV bit.
+ */
+export const make = Effect.fnUntraced(function*(
+  transport: Transport,
+  options: RawWebSocketOptions
+): Effect.fn.Return<RawWebSocket, ExtensionConflict, Scope.Scope> {
+  const extensions = options.extensions ?? []
+  yield* checkConflicts(extensions)
+  const channels = options.channels ?? ChannelsConfig.DEFAULT
+  const masking = options.masking ?? options.role === "client"
+  const parser = new FrameParser.FrameParser({
+    role: options.role,
+    ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
+    allowedRsv: claimedBits(extensions)
+  })
+  const writer = yield* WebSocketWriter.make(transport, masking, channels.outgoing)
+  const incoming = yield* ChannelsConfig.makeQueue<Frame.Frame, RawIncomingError | Cause.Done>(channels.incoming)
+  const reader = new WebSocketReader(
+    transport,
+    parser,
+    incoming,
+    channels.incoming,
+    (reason) => writer.tryEnqueue(Frame.close(reason), true)
+  )
+  yield* Effect.addFinalizer(() => transport.destroy)
+  const writerFiber = yield* Effect.forkScoped(writer.run, { startImmediately: true })
+  const readerFiber = yield* Effect.forkScoped(reader.run, { startImmediately: true })
+  const send = (frame: Frame.Frame) => writer.enqueue(frame)
+  const raw: RawWebSocket = {
+    role: options.role,
+    masking,
+    extensions,
+    channels,
+    get maxFrameSize() {
+      return parser.maxFrameSize
+    },
+    set maxFrameSize(size: number) {
+      parser.maxFrameSize = size
+    },
+    incoming,
+    send,
+    get outgoing() {
+      return Sink.forEach(send)
+    },
+    flush: writer.flush,
+    terminate: transport.destroy,
+    closed: Effect.andThen(writer.done, reader.done),
+    transport,
+    reader,
+    writer,
+    fibers: [readerFiber, writerFiber]
+  }
+  return raw
+})
+

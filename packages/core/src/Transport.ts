@@ -1,0 +1,38 @@
+/**
+ * `Transport`: the byte channel a WebSocket session runs over (a TCP/TLS socket in the Node
+ * adapter, an in-memory pipe in tests). Reads and writes apply backpressure; the output can be
+ * half-closed; the whole channel can be destroyed; `ended` says why it stopped.
+ *
+ * @module
+ */
+import type { Effect } from "effect"
+import type { TransportClosed } from "./Errors.ts"
+
+/**
+ * A bidirectional byte channel. Implementations must deliver written bytes in order, and must
+ * hand each chunk returned by `read` to the caller for good (the frame parser unmasks in place).
+ */
+export interface Transport {
+  /**
+   * The next chunk of input (never empty). Suspends until bytes arrive; a reader that does not
+   * call `read` applies backpressure to the peer. Fails with `TransportClosed` once input is over:
+   * `Eof` after the peer half-closed, `Reset` when the connection broke, `Destroyed` after `destroy`.
+   */
+  readonly read: Effect.Effect<Uint8Array, TransportClosed>
+  /**
+   * Writes the buffers in order (one `writev` where the transport supports it). Completes when the
+   * transport has accepted them, suspending while its output buffer is above its high-water mark.
+   * The transport may keep references to the buffers. Fails with `TransportClosed` (`Ended` after
+   * `end`, `Reset`, `Destroyed`) when the output is no longer writable.
+   */
+  readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, TransportClosed>
+  /** Half-closes the output after the bytes already written (TCP FIN). Idempotent; never fails. */
+  readonly end: Effect.Effect<void>
+  /** Closes both directions at once, discarding buffered output. Idempotent; never fails. */
+  readonly destroy: Effect.Effect<void>
+  /**
+   * Completes when the transport is fully closed (both directions ended, or destroyed, or reset),
+   * with why: `Eof` for an orderly close, `Reset` or `Destroyed` otherwise.
+   */
+  readonly ended: Effect.Effect<TransportClosed>
+}

@@ -1,0 +1,564 @@
+import { assert, describe, it } from "@effect/vitest"
+import { CloseReason, Frame } from "@effect-ws/codec"
+import { Deferred, Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
+import * as RawWebSocket from "../src/RawWebSocket.ts"
+import * as TestTransport from "../src/TestTransport.ts"
+import { closeOf, type PeerEvent, TestPeer, text, utf8 } from "./helpers.ts"
+
+interface Setup {
+  readonly role?: "server" | "client"
+  readonly kit?: TestTransport.TestTransportOptions
+  readonly raw?: Partial<RawWebSocket.RawWebSocketOptions>
+  readonly session?: DefaultWebSocketSession.DefaultWebSocketSessionOptions
+}
+
+/** A session in its own scope (closed by the caller) and a scripted peer. */
+const setup = (options: Setup = {}) =>
+  Effect.gen(function*() {
+    const role = options.role ?? "server"
+    const scope = yield* Scope.make()
+    const [ours, theirs] = yield* TestTransport.makePair(options.kit ?? {})
+    const raw = yield* RawWebSocket.make(ours, { role, ...options.raw }).pipe(Scope.provide(scope))
+    const session = yield* DefaultWebSocketSession.make(raw, options.session ?? {}).pipe(Scope.provide(scope))
+    const peer = new TestPeer(theirs, role === "server" ? "client" : "server")
+    const closeScope = Scope.close(scope, Exit.void)
+    /** Closes the scope and checks that no fiber of the session is left running. */
+    const closeAndCheck = Effect.gen(function*() {
+      assert.isTrue(session.fibers().some((f) => f.pollUnsafe() === undefined), "the ponger runs until the scope closes")
+      yield* closeScope
+      for (const f of session.fibers()) assert.isDefined(f.pollUnsafe(), "a session fiber is still running")
+    })
+    return { session, peer, scope, closeScope, closeAndCheck, ours }
+  })
+
+const reasonOf = (session: DefaultWebSocketSession.WebSocketSession) => Deferred.await(session.closeReason)
+const peerClose = (f: PeerEvent) => closeOf(f)
+const payloadText = (m: Frame.Frame) => new TextDecoder().decode(m.payload)
+
+/** The peer answers our Close with `reply` and half-closes. */
+const replyClose = (peer: TestPeer, reply: Frame.Close = Frame.close(CloseReason.CloseReason(1000))) =>
+  Effect.andThen(peer.send(reply), peer.transport.end)
+
+describe("DefaultWebSocketSession: messages", () => {
+  it.effect("§1 framing: messages of boundary lengths echo, in one chunk and one byte at a time", () =>
+    Effect.gen(function*() {
+      for (const chunkSize of [0, 1]) {
+        const { session, peer, closeAndCheck } = yield* setup({ kit: { chunkSize } })
+        const lengths = [0, 125, 126, 127, 128, 65535, 65536]
+        for (const n of lengths) {
+          const payload = new Uint8Array(n).fill(0x61)
+          yield* peer.send(Frame.text(payload), Frame.binary(payload))
+          for (const tag of ["Text", "Binary"]) {
+            const m = yield* session.receive
+            assert.strictEqual(m._tag, tag)
+            assert.strictEqual(m.payload.length, n)
+            yield* session.sendFrame(m)
+          }
+          for (const tag of ["Text", "Binary"]) {
+            const e = yield* peer.next
+            assert.strictEqual(e._tag, tag)
+            assert.strictEqual("payload" in e ? e.payload.length : -1, n)
+          }
+        }
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("§5 fragments with interleaved Ping/Pong are one message; the Ping is answered in between", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ kit: { chunkSize: 3 } })
+      yield* peer.send(
+        Frame.text("Hel", { fin: false }),
+        Frame.ping(utf8("a")),
+        Frame.continuation(utf8("l"), { fin: false }),
+        Frame.pong(utf8("unsolicited")),
+        Frame.continuation(new Uint8Array(0), { fin: false }),
+        Frame.continuation(utf8("o €"))
+      )
+      const pong = yield* peer.next
+      assert.deepStrictEqual([pong._tag, text(pong)], ["Pong", "a"])
+      const m = yield* session.receive
+      assert.deepStrictEqual([m._tag, m.fin, payloadText(m)], ["Text", true, "Hello €"])
+      yield* closeAndCheck
+    }))
+
+  it.effect("§2 Pings with empty and 125-byte payloads get identical Pongs; 126 bytes fails 1002", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.ping())
+      const p1 = yield* peer.next
+      assert.deepStrictEqual([p1._tag, "payload" in p1 ? p1.payload.length : -1], ["Pong", 0])
+      const big = new Uint8Array(125).map((_, i) => i)
+      yield* peer.send(Frame.ping(big))
+      const p2 = yield* peer.next
+      assert.deepStrictEqual("payload" in p2 ? Array.from(p2.payload) : [], Array.from(big))
+      // A Ping announcing 126 bytes (masked, zero key).
+      yield* peer.sendBytes(Uint8Array.from([0x89, 0xfe, 0, 126, 0, 0, 0, 0, ...new Uint8Array(126)]))
+      assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1002)
+      assert.strictEqual((yield* reasonOf(session)).code, 1002)
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ProtocolViolation")
+      yield* closeAndCheck
+    }))
+
+  it.effect("§6 UTF-8: valid text split inside code points is accepted; edge code points echo", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const s = "\u007f\u0080\u07ff\u0800\uffff\u{10000}\u{10ffff}€"
+      const b = utf8(s)
+      for (let cut = 1; cut < b.length; cut++) {
+        yield* peer.send(Frame.text(b.slice(0, cut), { fin: false }), Frame.continuation(b.slice(cut)))
+        assert.strictEqual(payloadText(yield* session.receive), s)
+      }
+      yield* closeAndCheck
+    }))
+
+  it.effect("§6 UTF-8 fail fast: an invalid byte in an early fragment closes 1007 before the rest is sent", () =>
+    Effect.gen(function*() {
+      for (const bad of [[0xff], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x80]]) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        yield* peer.send(Frame.text("ok"))
+        yield* peer.send(Frame.text(utf8("a"), { fin: false }), Frame.continuation(Uint8Array.from(bad), { fin: false }))
+        const close = peerClose(yield* peer.next)
+        assert.deepStrictEqual((close as [number, string])[0], 1007)
+        assert.strictEqual(payloadText(yield* session.receive), "ok") // delivered before the error
+        const error = yield* Effect.flip(session.receive)
+        assert.strictEqual(error._tag, "ProtocolViolation")
+        assert.strictEqual((yield* reasonOf(session)).code, 1007)
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("§6 a truncated sequence at the end of a message fails 1007", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text(Uint8Array.from([0x61, 0xe2, 0x82])))
+      assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1007)
+      assert.strictEqual((yield* reasonOf(session)).code, 1007)
+      yield* closeAndCheck
+    }))
+
+  it.effect("§3 RSV bits without an extension fail 1002 after earlier messages were echoed", () =>
+    Effect.gen(function*() {
+      for (const rsv of [{ rsv1: true }, { rsv2: true }, { rsv3: true }]) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        yield* peer.send(Frame.text("first"))
+        yield* session.send(payloadText(yield* session.receive))
+        yield* peer.send(Frame.text("x", rsv))
+        assert.strictEqual(text(yield* peer.next), "first")
+        assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1002)
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("§4 reserved opcodes fail 1002; §5 bad continuation sequences and fragmented control frames fail 1002", () =>
+    Effect.gen(function*() {
+      const cases: Array<ReadonlyArray<number>> = [
+        [0x83, 0x80, 0, 0, 0, 0],
+        [0x87, 0x81, 0, 0, 0, 0, 0x61],
+        [0x8b, 0x80, 0, 0, 0, 0],
+        [0x8f, 0x80, 0, 0, 0, 0],
+        [0x80, 0x80, 0, 0, 0, 0], // continuation without a message
+        [0x01, 0x80, 0, 0, 0, 0, 0x81, 0x80, 0, 0, 0, 0], // new Text while one is open
+        [0x09, 0x80, 0, 0, 0, 0] // fragmented Ping
+      ]
+      for (const bytes of cases) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        yield* peer.send(Frame.text("ok"))
+        yield* peer.sendBytes(bytes)
+        assert.strictEqual(payloadText(yield* session.receive), "ok")
+        assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1002)
+        assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ProtocolViolation")
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("H5: maxMessageSize and the fragment-count limit fail 1009 as soon as they are exceeded", () =>
+    Effect.gen(function*() {
+      const a = yield* setup({ session: { maxMessageSize: 10 } })
+      yield* a.peer.send(Frame.binary(new Uint8Array(6), { fin: false }), Frame.continuation(new Uint8Array(6), { fin: false }))
+      assert.strictEqual((peerClose(yield* a.peer.next) as [number, string])[0], 1009)
+      const e1 = yield* Effect.flip(a.session.receive)
+      assert.strictEqual(e1._tag === "FrameTooBig" && e1.kind, "MessageTooBig")
+      yield* a.closeAndCheck
+      const b = yield* setup({ session: { maxFragments: 3 } })
+      const empty = new Uint8Array(0)
+      yield* b.peer.send(
+        Frame.binary(empty, { fin: false }),
+        ...Array.from({ length: 100 }, () => Frame.continuation(empty, { fin: false }))
+      )
+      assert.strictEqual((peerClose(yield* b.peer.next) as [number, string])[0], 1009)
+      const e2 = yield* Effect.flip(b.session.receive)
+      assert.strictEqual(e2._tag === "FrameTooBig" && e2.kind, "TooManyFragments")
+      assert.strictEqual((yield* reasonOf(b.session)).code, 1009)
+      yield* b.closeAndCheck
+    }))
+
+  it.effect("H15 ping flood: Pongs are coalesced while our output is blocked; the last Ping is answered", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ kit: { highWaterMark: 64 } })
+      // One Ping per write, each processed on its own while the peer reads nothing (our output is blocked).
+      for (let i = 0; i < 2000; i++) {
+        yield* peer.send(Frame.ping(utf8(String(i))))
+        for (let k = 0; k < 3; k++) yield* Effect.yieldNow
+      }
+      yield* peer.send(Frame.text("done"))
+      assert.strictEqual(payloadText(yield* session.receive), "done")
+      const pongs: Array<string> = []
+      for (let i = 0; i < 3000; i++) {
+        const e = yield* peer.next
+        assert.strictEqual(e._tag, "Pong")
+        pongs.push(text(e))
+        if (text(e) === "1999") break
+      }
+      assert.isBelow(pongs.length, 40) // what fits in the 64-byte transport buffer, plus one in flight
+      assert.strictEqual(pongs[pongs.length - 1], "1999")
+      yield* closeAndCheck
+    }))
+})
+
+describe("DefaultWebSocketSession: closing (every ending path completes closeReason once)", () => {
+  it.effect("closed by us: Close on the wire, the peer's reply completes the handshake; closeReason = what we sent", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* session.send("last")
+      yield* session.close(CloseReason.CloseReason(4000, "bye"))
+      assert.strictEqual((yield* Effect.flip(session.send("late")))._tag, "OutgoingClosed")
+      assert.strictEqual(text(yield* peer.next), "last")
+      assert.deepStrictEqual(peerClose(yield* peer.next), [4000, "bye"])
+      assert.strictEqual((yield* peer.next)._tag, "TransportClosed") // our FIN; "late" never reached the wire
+      // Messages sent by the peer before its Close reply are still delivered.
+      yield* peer.send(Frame.text("in flight"))
+      yield* replyClose(peer, Frame.close(CloseReason.CloseReason(4000)))
+      assert.strictEqual(payloadText(yield* session.receive), "in flight")
+      const error = yield* Effect.flip(session.receive)
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "local"])
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 4000, message: "bye" })
+      yield* closeAndCheck
+    }))
+
+  it.effect("closed by us, the peer hangs up (EOF) without a Close reply: closeReason is still what we sent", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* session.close(CloseReason.CloseReason(1000, "done"))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, "done"])
+      yield* peer.transport.end
+      const error = yield* Effect.flip(session.receive)
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "local"])
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1000, message: "done" })
+      yield* closeAndCheck
+    }))
+
+  it.effect("closed by the peer: its Close is echoed (same code and reason) and becomes closeReason", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("m"), Frame.close(CloseReason.CloseReason(3001, "done")), Frame.text("ignored"))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [3001, "done"])
+      assert.strictEqual(payloadText(yield* session.receive), "m")
+      const error = yield* Effect.flip(session.receive)
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "peer"])
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 3001, message: "done" })
+      yield* peer.transport.end
+      yield* closeAndCheck
+    }))
+
+  it.effect("the echo of the peer's Close is written even when the scope closes right after run returns", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeScope } = yield* setup()
+      const handler = yield* Effect.forkChild(session.run((s) => Effect.ignore(s.receive)))
+      yield* peer.send(Frame.close(CloseReason.CloseReason(1000, "bye")))
+      yield* Fiber.join(handler)
+      yield* closeScope
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, "bye"])
+    }))
+
+  it.effect("§7 an empty Close is answered with an empty Close; closeReason is 1005", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.close())
+      const reply = yield* peer.next
+      assert.deepStrictEqual([reply._tag, "payload" in reply ? reply.payload.length : -1], ["Close", 0])
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1005, message: "" })
+      yield* closeAndCheck
+    }))
+
+  it.effect("§7 valid codes are echoed; invalid codes, 1-byte payloads and long reasons fail 1002; bad UTF-8 fails 1007", () =>
+    Effect.gen(function*() {
+      for (const code of [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999]) {
+        const { peer, closeAndCheck } = yield* setup()
+        yield* peer.send(Frame.close(CloseReason.CloseReason(code, "r")))
+        assert.deepStrictEqual(peerClose(yield* peer.next), [code, "r"])
+        yield* closeAndCheck
+      }
+      const bad: Array<[Uint8Array, number]> = [
+        ...[0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535].map(
+          (c): [Uint8Array, number] => [Uint8Array.from([c >> 8, c & 0xff]), 1002]
+        ),
+        [Uint8Array.from([0x03]), 1002],
+        [Uint8Array.from([0x03, 0xe8, 0xff]), 1007]
+      ]
+      for (const [payload, expected] of bad) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        yield* peer.send(Frame.close(payload))
+        assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], expected)
+        assert.strictEqual((yield* reasonOf(session)).code, expected)
+        yield* closeAndCheck
+      }
+      // A 126-byte Close payload (reason of 124 bytes) cannot be built with Frame.close: write it by hand.
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.sendBytes(Uint8Array.from([0x88, 0xfe, 0, 126, 0, 0, 0, 0, 0x03, 0xe8, ...new Uint8Array(124).fill(0x61)]))
+      assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1002)
+      assert.strictEqual((yield* reasonOf(session)).code, 1002)
+      yield* closeAndCheck
+    }))
+
+  it.effect("H14 peer EOF without Close: we send Close 1000, closeReason 1006, receive fails AbnormalClosure", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("m"))
+      yield* peer.sendBytes([0x81, 0x85, 0, 0]) // EOF in the middle of a frame header
+      yield* peer.transport.end
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      assert.strictEqual(payloadText(yield* session.receive), "m")
+      const error = yield* Effect.flip(session.receive)
+      assert.strictEqual(error._tag, "AbnormalClosure")
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1006, message: "Connection closed without a Close frame" })
+      yield* closeAndCheck
+    }))
+
+  it.effect("H14 reset mid-frame: closeReason 1006, receive fails AbnormalClosure(Reset), fibers end", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.sendBytes([0x82, 0xfe, 0x10])
+      yield* peer.transport.reset
+      const error = yield* Effect.flip(session.receive)
+      assert.strictEqual(error._tag === "AbnormalClosure" && error.cause.reason, "Reset")
+      assert.strictEqual((yield* reasonOf(session)).code, 1006)
+      yield* closeAndCheck
+    }))
+
+  it.effect("H13 close timeout: the peer never answers our Close; after closeTimeout the transport is destroyed", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ session: { closeTimeout: "3 seconds" } })
+      yield* session.close()
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      yield* TestClock.adjust("2999 millis")
+      assert.isFalse(yield* Deferred.isDone(session.closeReason))
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1006, message: "Close handshake timed out" })
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "CloseTimeout")
+      const end = yield* peer.next
+      assert.strictEqual(end._tag, "TransportClosed")
+      assert.strictEqual((yield* peer.transport.ended).reason, "Reset")
+      yield* closeAndCheck
+    }))
+
+  it.effect("H13 the peer sends Close and never reads our reply: the transport is destroyed after closeTimeout", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ session: { closeTimeout: "1 second" }, kit: { highWaterMark: 0 } })
+      yield* peer.send(Frame.close(CloseReason.CloseReason(1000)))
+      assert.strictEqual((yield* reasonOf(session)).code, 1000)
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual((yield* peer.transport.ended).reason, "Reset")
+      yield* closeAndCheck
+    }))
+
+  it.effect("ping interval and timeout (TestClock): Ktor's payload, answered Pings keep the session, a missing Pong closes 1011", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ session: { pingInterval: "1 second", pingTimeout: "500 millis" } })
+      yield* TestClock.adjust("1 second")
+      const ping = yield* peer.next
+      assert.strictEqual(ping._tag, "Ping")
+      assert.match(text(ping), /^\[ping [0-9a-f]{64} ping\]$/)
+      yield* peer.send(Frame.pong(utf8("not it")), Frame.pong("payload" in ping ? ping.payload : new Uint8Array(0)))
+      yield* TestClock.adjust("500 millis")
+      assert.isFalse(yield* Deferred.isDone(session.closeReason))
+      yield* TestClock.adjust("500 millis") // second Ping, never answered
+      assert.strictEqual((yield* peer.next)._tag, "Ping")
+      yield* TestClock.adjust("499 millis")
+      assert.isFalse(yield* Deferred.isDone(session.closeReason))
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1011, "Ping timeout"])
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1011, message: "Ping timeout" })
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "PingTimeout")
+      yield* replyClose(peer)
+      yield* closeAndCheck
+    }))
+
+  it.effect("run: a failing handler sends Close 1011 with its message and re-raises its error", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const fiber = yield* Effect.forkChild(session.run(() => Effect.fail(new Error("boom"))))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1011, "Error: boom"])
+      yield* replyClose(peer, Frame.close(CloseReason.CloseReason(1011)))
+      const exit = yield* Fiber.await(fiber)
+      assert.isTrue(Exit.isFailure(exit))
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1011, message: "Error: boom" })
+      yield* closeAndCheck
+    }))
+
+  it.effect("run: a handler that returns closes with 1000 and waits for the handshake", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const fiber = yield* Effect.forkChild(session.run((s) => Effect.as(s.send("hi"), 42)))
+      assert.strictEqual(text(yield* peer.next), "hi")
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      yield* Effect.yieldNow
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* replyClose(peer)
+      assert.strictEqual(yield* Fiber.join(fiber), 42)
+      yield* closeAndCheck
+    }))
+
+  it.effect("scope close / interruption: servers send 1001, clients 1000; closeReason completed; no fiber left", () =>
+    Effect.gen(function*() {
+      for (const [role, code] of [["server", 1001], ["client", 1000]] as const) {
+        const { session, peer, closeAndCheck } = yield* setup({ role })
+        const waiter = yield* Effect.forkChild(Effect.flip(session.receive))
+        yield* Effect.yieldNow
+        yield* closeAndCheck
+        assert.deepStrictEqual(peerClose(yield* peer.next), [code, ""])
+        assert.strictEqual((yield* reasonOf(session)).code, code)
+        const error = yield* Fiber.join(waiter)
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "local"])
+      }
+    }))
+
+  it.effect("close validates the reason: 1005/1006/1015 and reserved codes are refused with InvalidCloseReason", () =>
+    Effect.gen(function*() {
+      const { session, closeAndCheck } = yield* setup()
+      for (const code of [1005, 1006, 1015, 999, 2000]) {
+        const error = yield* Effect.flip(session.close(CloseReason.CloseReason(code)))
+        assert.strictEqual(error._tag, "InvalidCloseReason")
+      }
+      yield* closeAndCheck
+    }))
+
+  it.effect("incoming queue: messages as a Stream end cleanly on a normal close", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("a"), Frame.binary(utf8("b")), Frame.close(CloseReason.CloseReason(1000)))
+      const received = yield* Stream.runCollect(session.messages)
+      assert.deepStrictEqual(received.map(payloadText), ["a", "b"])
+      yield* closeAndCheck
+    }))
+
+  it.effect("closeExceptionally sends 1011 with the cause's message cut to 123 bytes", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* session.closeExceptionally(new Error("x".repeat(300)))
+      const close = peerClose(yield* peer.next) as [number, string]
+      assert.strictEqual(close[0], 1011)
+      assert.strictEqual(new TextEncoder().encode(close[1]).length, 123)
+      yield* replyClose(peer, Frame.close(CloseReason.CloseReason(1011)))
+      assert.strictEqual((yield* reasonOf(session)).code, 1011)
+      yield* closeAndCheck
+    }))
+
+  it.effect("a violation while our Close is pending still reports the violation and its code", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* session.close(CloseReason.CloseReason(1000, "going"))
+      yield* peer.sendBytes([0x83, 0x80, 0, 0, 0, 0])
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, "going"]) // only one Close is ever sent
+      assert.strictEqual((yield* peer.next)._tag, "TransportClosed")
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ProtocolViolation")
+      assert.strictEqual((yield* reasonOf(session)).code, 1002)
+      yield* closeAndCheck
+    }))
+})
+
+describe("DefaultWebSocketSession: sending and queues", () => {
+  it.effect("a client session masks its frames; sendFrame passes fragments and Pings as they are", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ role: "client" })
+      yield* session.sendFrame(Frame.text("ab", { fin: false }))
+      yield* session.sendFrame(Frame.ping(utf8("p")))
+      yield* session.sendFrame(Frame.continuation(utf8("c")))
+      const events = [yield* peer.next, yield* peer.next, yield* peer.next]
+      assert.deepStrictEqual(events.map((e) => [e._tag, text(e)]), [["Text", "ab"], ["Ping", "p"], ["Continuation", "c"]])
+      assert.strictEqual(peer.wire[1]! & 0x80, 0x80) // masked (the server-role parser also insists)
+      yield* closeAndCheck
+    }))
+
+  it.effect("sendFrame(Close) is close(reason); an invalid Close payload is InvalidCloseReason", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const bad = yield* Effect.flip(session.sendFrame(Frame.close(Uint8Array.from([0x03, 0xed])))) // code 1005
+      assert.deepStrictEqual([bad._tag, bad._tag === "InvalidCloseReason" && bad.code], ["InvalidCloseReason", 1005])
+      const e = yield* Effect.flip(session.sendFrame(Frame.close()))
+      assert.strictEqual(e._tag, "InvalidCloseReason")
+      yield* session.sendFrame(Frame.close(CloseReason.CloseReason(4001, "x")))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [4001, "x"])
+      yield* closeAndCheck
+    }))
+
+  it.effect("H12 at the session: send suspends on a full outgoing queue and resumes as the peer reads", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({
+        raw: { channels: { incoming: { capacity: 8, overflow: "suspend" }, outgoing: { capacity: 1, overflow: "suspend" } } },
+        kit: { highWaterMark: 0 }
+      })
+      const sender = yield* Effect.forkChild(Effect.forEach(["1", "2", "3", "4"], (m) => session.send(m)))
+      for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+      assert.isUndefined(sender.pollUnsafe())
+      const got: Array<string> = []
+      for (let i = 0; i < 4; i++) got.push(text(yield* peer.next))
+      yield* Fiber.join(sender)
+      assert.deepStrictEqual(got, ["1", "2", "3", "4"])
+      yield* Effect.forkChild(peer.drain) // the peer keeps reading, so our Close can be written on scope close
+      yield* closeAndCheck
+    }))
+
+  it.effect("incoming overflow (policy fail) at the session: Close 1008, earlier messages delivered, then ChannelOverflow", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({
+        raw: { channels: { incoming: { capacity: 2, overflow: "fail" }, outgoing: { capacity: 8, overflow: "suspend" } } }
+      })
+      yield* peer.send(Frame.text("1"))
+      yield* peer.send(Frame.text("2"))
+      yield* peer.send(Frame.text("3"))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1008, "Incoming queue overflow"])
+      assert.strictEqual(payloadText(yield* session.receive), "1")
+      assert.strictEqual(payloadText(yield* session.receive), "2")
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ChannelOverflow")
+      assert.strictEqual((yield* reasonOf(session)).code, 1008)
+      yield* closeAndCheck
+    }))
+
+  it.effect("§2 ten Pings in one-byte chunks: the last one is answered (earlier ones may be coalesced)", () =>
+    Effect.gen(function*() {
+      const { peer, closeAndCheck } = yield* setup({ kit: { chunkSize: 1 } })
+      yield* peer.send(...Array.from({ length: 10 }, (_, i) => Frame.ping(utf8(`p${i}`))))
+      const pongs: Array<string> = []
+      for (let i = 0; i < 10; i++) {
+        const e = yield* peer.next
+        assert.strictEqual(e._tag, "Pong")
+        pongs.push(text(e))
+        if (text(e) === "p9") break
+      }
+      assert.strictEqual(pongs[pongs.length - 1], "p9")
+      const order = pongs.map((p) => Number(p.slice(1)))
+      for (let i = 1; i < order.length; i++) assert.isAbove(order[i]!, order[i - 1]!) // in order, each at most once
+      yield* closeAndCheck
+    }))
+
+  it.effect("the outgoing Sink sends strings as Text and bytes as Binary; readBytes copies; readReason validates", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* Stream.run(Stream.make<Array<string | Uint8Array>>("a", utf8("b")), session.outgoing)
+      const a = yield* peer.next
+      const b = yield* peer.next
+      assert.deepStrictEqual([a._tag, text(a), b._tag, text(b)], ["Text", "a", "Binary", "b"])
+      const frame = Frame.binary(utf8("xy"))
+      const copy = DefaultWebSocketSession.readBytes(frame)
+      copy[0] = 0
+      assert.strictEqual(payloadText(frame), "xy")
+      assert.deepStrictEqual(yield* DefaultWebSocketSession.readReason(Frame.close(CloseReason.CloseReason(4000, "r"))), { code: 4000, message: "r" })
+      assert.deepStrictEqual(yield* DefaultWebSocketSession.readReason(Frame.close()), { code: 1005, message: "" })
+      const bad = yield* Effect.flip(DefaultWebSocketSession.readReason(Frame.close(Uint8Array.from([3]))))
+      assert.deepStrictEqual([bad._tag, bad.code], ["ProtocolViolation", 1002])
+      yield* closeAndCheck
+    }))
+})

@@ -1,0 +1,131 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Frame } from "@effect-ws/codec"
+import { Effect, Exit, Scope } from "effect"
+import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
+import { ExtensionError } from "../src/Errors.ts"
+import * as Extension from "../src/Extension.ts"
+import * as RawWebSocket from "../src/RawWebSocket.ts"
+import * as TestTransport from "../src/TestTransport.ts"
+import { closeOf, TestPeer, text, utf8 } from "./helpers.ts"
+
+type Bits = { readonly rsv1?: boolean; readonly rsv2?: boolean; readonly rsv3?: boolean }
+
+const baseExtension = (key: string, bits: Bits) => ({
+  key,
+  rsv1: bits.rsv1 ?? false,
+  rsv2: bits.rsv2 ?? false,
+  rsv3: bits.rsv3 ?? false,
+  protocols: [],
+  clientNegotiation: () => true,
+  serverNegotiation: () => []
+})
+
+/** A toy "compressor" on RSV1: reverses the bytes of whole messages. */
+const Reverse: Extension.WebSocketExtensionFactory<{ readonly failOn?: string }, Extension.WebSocketExtension> = {
+  key: "x-reverse",
+  rsv1: true,
+  rsv2: false,
+  rsv3: false,
+  install: (config) => ({
+    ...baseExtension("x-reverse", { rsv1: true }),
+    processOutgoingMessage: (m) =>
+      Effect.succeed(Frame.make(m._tag, true, true, m.rsv2, m.rsv3, m.payload.slice().reverse())),
+    processIncomingMessage: (m) => {
+      if (!m.rsv1) return Effect.succeed(m)
+      const payload = m.payload.slice().reverse()
+      if (config.failOn !== undefined && new TextDecoder().decode(payload) === config.failOn) {
+        return Effect.fail(new ExtensionError({ extension: "x-reverse", message: "cannot reverse" }))
+      }
+      return Effect.succeed(Frame.make(m._tag, true, false, m.rsv2, m.rsv3, payload))
+    }
+  })
+}
+
+/** Appends a marker byte in both directions, to observe the order. */
+const marker = (key: string, mark: string, bits: Bits): Extension.WebSocketExtensionFactory<void, Extension.WebSocketExtension> => ({
+  ...baseExtension(key, bits),
+  install: () => ({
+    ...baseExtension(key, bits),
+    processOutgoingMessage: (m) => Effect.succeed(Frame.make(m._tag, true, m.rsv1, m.rsv2, m.rsv3, new Uint8Array([...m.payload, ...utf8(mark)]))),
+    processIncomingMessage: (m) => Effect.succeed(Frame.make(m._tag, true, m.rsv1, m.rsv2, m.rsv3, new Uint8Array([...m.payload, ...utf8(mark)])))
+  })
+})
+
+const setup = (extensions: ReadonlyArray<Extension.WebSocketExtension>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const [ours, theirs] = yield* TestTransport.makePair()
+    const raw = yield* RawWebSocket.make(ours, { role: "server", extensions }).pipe(Scope.provide(scope))
+    const session = yield* DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
+    return { session, peer: new TestPeer(theirs, "client"), close: Scope.close(scope, Exit.void) }
+  })
+
+describe("Extension API", () => {
+  it.effect("install rejects two extensions claiming the same RSV bit (rsv3 included)", () =>
+    Effect.gen(function*() {
+      const one = yield* Extension.install(Extension.empty, marker("a", "A", { rsv3: true }), undefined)
+      const error = yield* Effect.flip(Extension.install(one, marker("b", "B", { rsv3: true }), undefined))
+      assert.deepStrictEqual([error._tag, error.bit, error.first, error.second], ["ExtensionConflict", "rsv3", "a", "b"])
+      const two = yield* Extension.install(one, Reverse, {})
+      assert.deepStrictEqual(Extension.build(two).map((e) => e.key), ["a", "x-reverse"])
+    }))
+
+  it.effect("RawWebSocket.make fails with ExtensionConflict for a conflicting list", () =>
+    Effect.gen(function*() {
+      const [ours] = yield* TestTransport.makePair()
+      const error = yield* Effect.flip(
+        RawWebSocket.make(ours, { role: "server", extensions: [Reverse.install({}), Reverse.install({})] })
+      )
+      assert.strictEqual(error._tag, "ExtensionConflict")
+    }))
+
+  it.effect("extensions apply in negotiated order to whole messages, incoming and outgoing", () =>
+    Effect.gen(function*() {
+      const config = yield* Extension.install(Extension.empty, marker("a", "A", {}), undefined).pipe(
+        Effect.flatMap((c) => Extension.install(c, marker("b", "B", {}), undefined))
+      )
+      const { session, peer, close } = yield* setup(Extension.build(config))
+      yield* peer.send(Frame.text("x", { fin: false }), Frame.continuation(utf8("y")))
+      assert.strictEqual(new TextDecoder().decode((yield* session.receive).payload), "xyAB")
+      yield* session.send("z")
+      assert.strictEqual(text(yield* peer.next), "zAB")
+      assert.strictEqual(session.extensionOrNull(marker("b", "B", {}))?.key, "b")
+      assert.isNull(session.extensionOrNull(Reverse))
+      assert.strictEqual((yield* Effect.flip(session.extension(Reverse)))._tag, "ExtensionNotFound")
+      yield* close
+    }))
+
+  it.effect("an RSV1 message is processed once as a whole; its text is validated after processing", () =>
+    Effect.gen(function*() {
+      const { session, peer, close } = yield* setup([Reverse.install({})])
+      // "€" reversed (ac 82 e2) is not UTF-8 on the wire; the message is valid after the extension.
+      yield* peer.send(Frame.text(Uint8Array.from([0xac]), { fin: false, rsv1: true }), Frame.continuation(Uint8Array.from([0x82, 0xe2])))
+      const m = yield* session.receive
+      assert.deepStrictEqual([new TextDecoder().decode(m.payload), m.rsv1], ["€", false])
+      yield* session.send("abc")
+      const out = yield* peer.next
+      assert.deepStrictEqual([text(out), out._tag !== "TransportClosed" && out._tag !== "ProtocolViolation" && out.rsv1], ["cba", true])
+      yield* close
+    }))
+
+  it.effect("RSV1 on a continuation frame fails 1002; invalid text after processing fails 1007", () =>
+    Effect.gen(function*() {
+      const a = yield* setup([Reverse.install({})])
+      yield* a.peer.send(Frame.text(utf8("a"), { fin: false, rsv1: true }), Frame.continuation(utf8("b"), { rsv1: true }))
+      assert.strictEqual((closeOf(yield* a.peer.next) as [number, string])[0], 1002)
+      yield* a.close
+      const b = yield* setup([Reverse.install({})])
+      yield* b.peer.send(Frame.text(Uint8Array.from([0x82, 0xe2]), { rsv1: true }))
+      assert.strictEqual((closeOf(yield* b.peer.next) as [number, string])[0], 1007)
+      yield* b.close
+    }))
+
+  it.effect("an extension failure closes the session with 1011", () =>
+    Effect.gen(function*() {
+      const { session, peer, close } = yield* setup([Reverse.install({ failOn: "bad" })])
+      yield* peer.send(Frame.text("dab", { rsv1: true }))
+      assert.deepStrictEqual(closeOf(yield* peer.next), [1011, "cannot reverse"])
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ExtensionError")
+      yield* close
+    }))
+})
