@@ -1,0 +1,68 @@
+/**
+ * `SessionOptions`: how the adapter turns a connected transport into a core session, in one
+ * place for the server and the client: a `RawWebSocket` (framing, masking by role, limits) under
+ * a `DefaultWebSocketSession` (messages, ping/pong, close handshake).
+ *
+ * @module
+ */
+import {
+  type ChannelsConfig,
+  DefaultWebSocketSession,
+  type Errors,
+  type Extension,
+  RawWebSocket,
+  type Transport
+} from "@effect-ws/core"
+import { Cause, Duration, Effect, type Scope } from "effect"
+
+/** Session settings shared by the server and the client (see core's `RawWebSocketOptions` and `DefaultWebSocketSessionOptions`). */
+export interface SessionOptions extends DefaultWebSocketSession.DefaultWebSocketSessionOptions {
+  /** Largest payload of one incoming frame (default 64 MiB, core's default). */
+  readonly maxFrameSize?: number
+  /** Queue capacities and overflow policies (default: core's `ChannelsConfig.DEFAULT`). */
+  readonly channels?: ChannelsConfig.ChannelsConfig
+}
+
+/**
+ * Starts a message-level session over a transport in the current scope, with the given role and
+ * negotiated extensions. Closing the scope sends the session's scope-close reason (1001 for
+ * servers, 1000 for clients) and destroys the transport. Fails with `ExtensionConflict` when two
+ * negotiated extensions claim the same RSV bit.
+ */
+export const startSession = (
+  transport: Transport.Transport,
+  role: RawWebSocket.Role,
+  extensions: ReadonlyArray<Extension.WebSocketExtension>,
+  options: SessionOptions = {}
+): Effect.Effect<DefaultWebSocketSession.WebSocketSession, Errors.ExtensionConflict, Scope.Scope> =>
+  Effect.flatMap(
+    RawWebSocket.make(transport, {
+      role,
+      extensions,
+      ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
+      ...(options.channels === undefined ? {} : { channels: options.channels })
+    }),
+    (raw) => DefaultWebSocketSession.make(raw, options)
+  )
+
+const DEFAULT_CLOSE_TIMEOUT = Duration.seconds(10)
+
+/**
+ * Runs a handler with a session (`session.run`: success closes with 1000, failure with 1011 and
+ * re-raises), then waits until the session's reader and writer have stopped, i.e. our last
+ * Close frame was written and the peer's EOF seen, bounded by the close timeout. Without that
+ * wait, closing the connection's scope right after the handler could interrupt the writer
+ * before an echoed Close is written, and the peer would see 1006. Not applied on interruption
+ * (scope closing): the session's own finalizer handles that.
+ */
+export const runSession = <A, E, R>(
+  session: DefaultWebSocketSession.WebSocketSession,
+  handler: (session: DefaultWebSocketSession.WebSocketSession) => Effect.Effect<A, E, R>,
+  options: SessionOptions = {}
+): Effect.Effect<A, E, R> => {
+  const closeTimeout = Duration.fromInputUnsafe(options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT)
+  return Effect.onExit(session.run(handler), (exit) =>
+    exit._tag === "Failure" && Cause.hasInterruptsOnly(exit.cause)
+      ? Effect.void
+      : Effect.asVoid(Effect.timeoutOption(session.raw.closed, closeTimeout)))
+}
