@@ -1,3 +1,3 @@
 import { defineProject } from "vitest/config"
 
-export default defineProject({ test: { name: "docs", include: ["test/**/*.test.ts"] } })
+export default defineProject({ test: { name: "scripts", include: ["test/**/*.test.ts"] } })

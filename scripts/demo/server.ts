@@ -1,0 +1,61 @@
+/**
+ * `npm start`: the demo server. One port (HOST, default 127.0.0.1; PORT, default 8080) serves
+ * - `/`: a small chat page (HTML + the browser's native `WebSocket`),
+ * - `/chat`: the chat room (every text message is broadcast to every member),
+ * - `/echo`: an echo endpoint (every message sent back exactly as received).
+ * The WebSocket endpoints are routes of an `effect/http` router on `@effect/platform-node`'s
+ * `NodeHttpServer`, next to the page. One log line per connection when it ends; SIGINT/SIGTERM
+ * shut down cleanly: open sessions get Close 1001 within a second, then the process exits.
+ */
+import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
+import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
+import { WebSocketRoute } from "@effect-ws/node-adapter"
+import type { AcceptedUpgrade } from "@effect-ws/node-adapter/ServerHandshake"
+import { Config, Effect, Layer } from "effect"
+import { HttpRouter, HttpServerResponse } from "effect/http"
+import { chat, ChatRoom } from "./ChatRoom.ts"
+import { echo } from "./Echo.ts"
+import { chatPage } from "./page.ts"
+
+/** Wraps a handler so that each connection logs one line when it ends: path, peer, close code, duration. */
+const logged = <E, R>(path: string, handler: (session: WebSocketSession) => Effect.Effect<void, E, R>) =>
+(session: WebSocketSession, connection: AcceptedUpgrade) =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    yield* handler(session).pipe(
+      Effect.ensuring(
+        Effect.flatMap(session.awaitClose, (reason) =>
+          Effect.log(
+            `${path} ${connection.info.remoteAddress ?? "?"} closed ${reason.code}${reason.message === "" ? "" : ` "${reason.message}"`} after ${Date.now() - started} ms`
+          ))
+      )
+    )
+  })
+
+/** Settings for demo sessions: ping every 30 s (dead peers are dropped after 15 s more). */
+const session = { pingInterval: "30 seconds", pingTimeout: "15 seconds" } as const
+
+const routes = Layer.mergeAll(
+  HttpRouter.add("GET", "/", HttpServerResponse.html(chatPage)),
+  // Every method reaches the WebSocket handlers, so a non-GET upgrade gets 405 rather than 404.
+  HttpRouter.add("*", "/chat", WebSocketRoute.handler(logged("/chat", chat), { session: { ...session, maxMessageSize: 64 * 1024 } })),
+  HttpRouter.add("*", "/echo", WebSocketRoute.handler(logged("/echo", echo), { session }))
+)
+
+/** The whole demo as a layer: the router served on `host:port` (0: an ephemeral port), with one chat room. */
+export const demoLayer = (options: { readonly host: string; readonly port: number }) =>
+  HttpRouter.serve(routes, { disableLogger: true }).pipe(
+    Layer.provide(ChatRoom.layer),
+    Layer.provideMerge(NodeHttpServer.layer(() => WebSocketRoute.createServer(), { ...options, gracefulShutdownTimeout: "1 second" }))
+  )
+
+/** The demo configured from the environment: HOST (default 127.0.0.1) and PORT (default 8080). */
+export const DemoServer = Layer.unwrap(
+  Effect.gen(function*() {
+    const host = yield* Config.String("HOST").pipe(Config.withDefault("127.0.0.1"))
+    const port = yield* Config.Port("PORT").pipe(Config.withDefault(8080))
+    return demoLayer({ host, port })
+  })
+)
+
+if (import.meta.main) NodeRuntime.runMain(Layer.launch(DemoServer))
