@@ -1,0 +1,23 @@
+/**
+ * The `ws` echo server of the benchmarks (a child of `echo.ts` / `conns.ts`): `ws`'s own
+ * `WebSocketServer` on 127.0.0.1 and an ephemeral port, default options (no permessage-deflate,
+ * no native addons unless installed), echoing every message with its type. It reports `ready`
+ * with its port and answers `stats` requests with its own CPU and memory (see `../ipc.ts`).
+ */
+import type { AddressInfo } from "node:net"
+import { WebSocketServer } from "ws"
+import { emit, HOST, serve, serverHandlers } from "../ipc.ts"
+
+const wss = new WebSocketServer({ host: HOST, port: 0 })
+wss.on("connection", (ws) => {
+  ws.on("error", () => {})
+  ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }))
+})
+wss.on("error", (error) => {
+  console.error("ws server:", error)
+  process.exit(1)
+})
+wss.on("listening", () => {
+  serve(serverHandlers(() => wss.clients.size))
+  emit({ type: "ready", port: (wss.address() as AddressInfo).port, server: "ws" })
+})
