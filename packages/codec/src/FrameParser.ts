@@ -37,7 +37,15 @@ export interface FrameParserOptions {
   readonly maxFrameSize?: number
   /** RSV bits that negotiated extensions allow on data frames; any other set bit fails 1002. */
   readonly allowedRsv?: AllowedRsv
+  /**
+   * Allocates the buffer of a frame that spans chunks (default `new Uint8Array(size)`). Every byte
+   * is written before the frame is handed out and a partial buffer is dropped, never exposed, so
+   * an uninitialised allocation (Node's `Buffer.allocUnsafe`) is safe and saves zero-filling.
+   */
+  readonly allocate?: (size: number) => Uint8Array
 }
+
+const zeroed = (size: number): Uint8Array => new Uint8Array(size)
 
 const TAGS: ReadonlyArray<Frame.Frame["_tag"]> = [
   "Continuation", "Text", "Binary", "Continuation", "Continuation", "Continuation", "Continuation", "Continuation",
@@ -56,6 +64,7 @@ export class FrameParser {
   maxFrameSize: number
   private readonly expectMasked: boolean
   private readonly allowedRsv: number
+  private readonly allocate: (size: number) => Uint8Array
   private failure: ProtocolViolation | undefined = undefined
   /** A fragmented data message is open (its first frame had fin = 0). */
   private messageOpen = false
@@ -77,6 +86,7 @@ export class FrameParser {
     this.expectMasked = options.role === "server"
     this.maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE
     this.allowedRsv = rsvMask(options.allowedRsv)
+    this.allocate = options.allocate ?? zeroed
   }
 
   /** The violation that stopped this parser, if any. */
@@ -247,7 +257,7 @@ export class FrameParser {
       this.emit(payload, out)
       return pos + length
     }
-    const payload = new Uint8Array(length)
+    const payload = this.allocate(length)
     payload.set(chunk.subarray(pos), 0)
     this.payload = payload
     this.payloadFilled = available

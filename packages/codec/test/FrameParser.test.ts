@@ -109,6 +109,22 @@ describe("FrameParser: lengths and chunking (conformance §1, H6)", () => {
     assert.strictEqual(spanning.bufferedBytes, 0)
   })
 
+  it("assembles spanning frames in buffers from the given allocator, overwriting every byte", () => {
+    const sizes: Array<number> = []
+    // A dirty allocator: stale bytes must never reach a frame.
+    const allocate = (n: number) => {
+      sizes.push(n)
+      return new Uint8Array(n).fill(0xee)
+    }
+    const parser = new FrameParser.FrameParser({ role: "server", allocate })
+    const out: Array<Frame.Frame> = []
+    const bytes = hex("82 85 01 02 03 04 00 00 00 00 00 81 80 01 02 03 04")
+    for (const c of chunked(bytes, [7])) parser.push(c.slice(), out)
+    assert.deepStrictEqual(sizes, [5])
+    assert.deepStrictEqual(Array.from(out[0]!.payload), [1, 2, 3, 4, 1])
+    assert.strictEqual(out[1]!.payload.length, 0)
+  })
+
   it("keeps memory bounded by the frame being assembled when fed one byte at a time (H6)", () => {
     const n = 100_000
     const bytes = new Uint8Array(10 + n)
