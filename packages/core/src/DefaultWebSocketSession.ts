@@ -2,8 +2,12 @@
  * `DefaultWebSocketSession`: the message-level session (Ktor's `DefaultWebSocketSession`).
  * On top of a `RawWebSocket` it reassembles fragmented messages (validating text as UTF-8 as the
  * bytes arrive), answers Pings, optionally sends Pings of its own, applies extensions to whole
- * messages, runs the close handshake with a timeout, and completes `closeReason` exactly once on
- * every path a session can end by.
+ * messages (and optionally fragments large outgoing ones), runs the close handshake with a
+ * timeout, and completes `closeReason` exactly once on every path a session can end by.
+ *
+ * Footprint: the incoming frames are processed inside the raw reader's fiber and Pings are
+ * answered by the raw writer, so an idle session adds no fiber to the raw session's two, and
+ * one queue (`incoming`). `scripts/bench/session-memory.ts` measures the bytes per session.
  *
  * Close reasons (RFC 6455 §7.1.5 and design.md §5):
  * - the peer sent the first Close: its code and reason (1005 when it had no code), echoed back;
@@ -17,7 +21,7 @@ import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
 import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, type Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
-  type ChannelOverflow,
+  ChannelOverflow,
   CloseTimeout,
   type ExtensionNotFound,
   ConnectionClosed,
@@ -37,6 +41,8 @@ import {
   type WebSocketExtensionFactory
 } from "./Extension.ts"
 import type { RawWebSocket, Role } from "./RawWebSocket.ts"
+import type { FrameHandler, RawIncomingError } from "./WebSocketReader.ts"
+import type { WebSocketWriter } from "./WebSocketWriter.ts"
 
 /** A whole message: a Text or Binary frame with `fin` set (re-exported from `Extension`). */
 export type { Message } from "./Extension.ts"
@@ -47,7 +53,12 @@ export interface DefaultWebSocketSessionOptions {
   readonly pingInterval?: Duration.Input
   /** How long to wait for the Pong (from sending the Ping) before closing with 1011 (default 15 s). */
   readonly pingTimeout?: Duration.Input
-  /** How long the close handshake may take once it started before the transport is destroyed (default 10 s). */
+  /**
+   * How long the close handshake may take once it started before the transport is destroyed
+   * (default `DEFAULT_CLOSE_TIMEOUT`, 10 s). A client also waits this long at most for the
+   * server's Close and EOF when its scope closes or `run` ends (RFC 6455 §7.1.1: the server closes
+   * the TCP connection first); if they do not come, `closeReason` is 1006 "Close handshake timed out".
+   */
   readonly closeTimeout?: Duration.Input
   /** Largest reassembled message in bytes; larger fails 1009 as soon as it is exceeded (default: the raw `maxFrameSize`). */
   readonly maxMessageSize?: number
@@ -55,6 +66,13 @@ export interface DefaultWebSocketSessionOptions {
   readonly maxFragments?: number
   /** The Close sent when the session's scope closes while it is open (default 1001 for servers, 1000 for clients). */
   readonly scopeCloseReason?: CloseReason.CloseReason
+  /**
+   * Split every outgoing message whose payload (after the extensions) is larger than this into
+   * frames of at most this many payload bytes: the first keeps the message's opcode and RSV bits,
+   * the rest are Continuation frames without RSV bits, and no other data frame is sent between
+   * them. An integer ≥ 1 (else `make` dies with a `RangeError`). Default: no fragmentation.
+   */
+  readonly outgoingFragmentSize?: number
 }
 
 /** The errors sending a message can fail with. */
@@ -113,22 +131,35 @@ export interface WebSocketSession {
    * Runs a handler with this session (Ktor's server `webSocket { }`): when it succeeds the session
    * closes with 1000, when it fails with 1011 (its error is then re-raised); either way it waits
    * until the session has ended and our last Close frame was handed to the transport (bounded by
-   * the close timeout). On interruption it does nothing: the scope's finalizer closes the session.
+   * the close timeout). A client then also waits for the server to close the connection (its EOF),
+   * bounded by the close timeout, and destroys the transport. On interruption it does nothing: the
+   * scope's finalizer closes the session.
    */
   readonly run: <A, E, R>(handler: (session: WebSocketSession) => Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-  /** The session's own fibers and the raw ones (diagnostics: none is running once the scope closed). */
+  /**
+   * The raw reader and writer fibers plus the session's own (pinger, closer, when running), for
+   * diagnostics: an idle session without a pinger runs only the two raw ones; none is running
+   * once the scope closed.
+   */
   readonly fibers: () => ReadonlyArray<Fiber.Fiber<unknown, unknown>>
 }
 
 const DEFAULT_PING_TIMEOUT = Duration.seconds(15)
-const DEFAULT_CLOSE_TIMEOUT = Duration.seconds(10)
+
+/** The default `closeTimeout`: how long a close handshake may take before the transport is destroyed (10 s). */
+export const DEFAULT_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(10)
 const DEFAULT_MAX_FRAGMENTS = 1 << 20
 
 const NORMAL = CloseReason.CloseReason(1000)
+const GOING_AWAY = CloseReason.CloseReason(1001)
+const EMPTY = new Uint8Array(0)
 const ABNORMAL_EOF = CloseReason.CloseReason(1006, "Connection closed without a Close frame")
 const ABNORMAL_TIMEOUT = CloseReason.CloseReason(1006, "Close handshake timed out")
 const PING_TIMEOUT = CloseReason.CloseReason(1011, "Ping timeout")
 const INCOMING_OVERFLOW = CloseReason.CloseReason(1008, "Incoming queue overflow")
+
+const violation = (kind: ProtocolViolation["kind"], code: 1002 | 1007, message: string): ProtocolViolation =>
+  new ProtocolViolation({ kind, code, message })
 
 const reasonOf = (code: number, message: string): CloseReason.CloseReason =>
   CloseReason.CloseReason(code, CloseReason.truncateReason(message))
@@ -144,6 +175,23 @@ const describe = (cause: unknown): string => {
   if (cause instanceof Error) return cause.message === "" ? cause.name : `${cause.name}: ${cause.message}`
   if (typeof cause === "object" && cause !== null && "_tag" in cause) return String((cause as { _tag: unknown })._tag)
   return String(cause)
+}
+
+/** Splits a message into frames of at most `size` payload bytes (RSV bits on the first only). */
+const fragment = (message: Message, size: number): Array<Frame.Frame> => {
+  const payload = message.payload
+  const count = Math.ceil(payload.length / size)
+  const frames: Array<Frame.Frame> = []
+  for (let i = 0; i < count; i++) {
+    const chunk = payload.subarray(i * size, Math.min(payload.length, (i + 1) * size))
+    const fin = i === count - 1
+    frames.push(
+      i === 0
+        ? Frame.make(message._tag, fin, message.rsv1, message.rsv2, message.rsv3, chunk)
+        : Frame.make("Continuation", fin, false, false, false, chunk)
+    )
+  }
+  return frames
 }
 
 const concatBytes = (a: Uint8Array, length: number): Uint8Array => (a.length === length ? a : a.slice(0, length))
@@ -167,135 +215,327 @@ const pingPayload = (): Uint8Array => {
   return Utf8.encodeUtf8(`[ping ${hex(random)} ping]`)
 }
 
+/** Why a batch of incoming frames stopped being processed synchronously. */
+type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
+
 /**
- * Starts a message-level session on a raw session, in the current scope. Its fibers (incoming
- * processor, ponger, optional pinger, closer) are interrupted when the scope closes; before that,
- * an open session sends its scope-close reason (1001 on servers, 1000 on clients) and completes
- * `closeReason`. The raw session's `incoming` is consumed by this session.
+ * One message-level session. Everything an idle connection holds lives in this object's fields:
+ * the incoming frames are processed by `onFrames`/`onEnd`, called from the raw reader's fiber
+ * (no fiber or queue of its own), Pings are answered through the writer's one-slot mailbox, and
+ * the functions of the public API are bound only when first used.
  */
-export const make = Effect.fnUntraced(function*(
-  raw: RawWebSocket,
-  options: DefaultWebSocketSessionOptions = {}
-): Effect.fn.Return<WebSocketSession, never, Scope.Scope> {
-  const scope = yield* Effect.scope
-  const writer = raw.writer
-  const extensions = raw.extensions
-  const pingTimeout = Duration.fromInputUnsafe(options.pingTimeout ?? DEFAULT_PING_TIMEOUT)
-  const closeTimeout = Duration.fromInputUnsafe(options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT)
-  const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
-  const maxFragments = options.maxFragments ?? DEFAULT_MAX_FRAGMENTS
-  const maxMessageSize = () => options.maxMessageSize ?? raw.maxFrameSize
-  const scopeCloseReason = options.scopeCloseReason ?? CloseReason.CloseReason(raw.role === "server" ? 1001 : 1000)
-  const incomingConfig = raw.channels.incoming
+class Session implements WebSocketSession, FrameHandler {
+  readonly role: Role
+  readonly raw: RawWebSocket
+  readonly extensions: ReadonlyArray<WebSocketExtension>
+  readonly incoming: Queue.Queue<Message, SessionError>
+  readonly closeReason: Deferred.Deferred<CloseReason.CloseReason>
+  private readonly writer: WebSocketWriter
+  private readonly scope: Scope.Scope
+  private readonly options: DefaultWebSocketSessionOptions
+  private readonly closeTimeout: Duration.Duration
+  /** Completed once the incoming frames ended (`onEnd` ran). */
+  private readonly handlerDone = Deferred.makeUnsafe<void>()
 
-  const incoming = yield* ChannelsConfig.makeQueue<Message, SessionError>(incomingConfig)
-  const closeReason = yield* Deferred.make<CloseReason.CloseReason>()
-  const pingMailbox = yield* Queue.sliding<Uint8Array>(1)
-  const processorDone = yield* Deferred.make<void>()
-
-  // ---- Session state (plain mutable fields; only this connection's fibers touch them) ----
+  // ---- Close state ----
   /** The reason of the Close we sent first, when we initiated the close handshake. */
-  let sentFirst: CloseReason.CloseReason | undefined = undefined
+  private sentFirst: CloseReason.CloseReason | undefined = undefined
   /** Set once the session's end is decided (`closeReason` completed). */
-  let finished = false
-  let closerStarted = false
+  private finished = false
+  private closerStarted = false
   /** The scope is closing: no new fiber may be forked into it. */
-  let scopeClosing = false
-  let pingerFiber: Fiber.Fiber<void> | undefined = undefined
-  let closerFiber: Fiber.Fiber<void> | undefined = undefined
+  private scopeClosing = false
+  /** After the session was failed by us, frames are read and discarded. */
+  private discarding = false
+  /** Fibers besides the raw ones (pinger, closer, a queue pump), created only when needed. */
+  private ownFibers: Array<Fiber.Fiber<unknown, unknown>> | undefined = undefined
+  private pingerFiber: Fiber.Fiber<void> | undefined = undefined
+  private closerFiber: Fiber.Fiber<void> | undefined = undefined
   /** The Pong payload the pinger waits for, and how it is told. */
-  let awaitedPong: Uint8Array | undefined = undefined
-  let pongArrived: Deferred.Deferred<void> | undefined = undefined
+  private awaitedPong: Uint8Array | undefined = undefined
+  private pongArrived: Deferred.Deferred<void> | undefined = undefined
+
+  // ---- Reassembly state ----
+  private open: "Text" | "Binary" | undefined = undefined
+  private openRsv1 = false
+  private openRsv2 = false
+  private openRsv3 = false
+  private buffer: Uint8Array = EMPTY
+  private size = 0
+  private fragments = 0
+  private utf8: Utf8.Utf8Validator | undefined = undefined
+  private validateOnTheFly = false
+
+  // ---- Bound API functions, created on first use ----
+  private boundSend: WebSocketSession["send"] | undefined = undefined
+  private boundSendFrame: WebSocketSession["sendFrame"] | undefined = undefined
+  private boundClose: WebSocketSession["close"] | undefined = undefined
+  private boundCloseExceptionally: WebSocketSession["closeExceptionally"] | undefined = undefined
+  private boundRun: WebSocketSession["run"] | undefined = undefined
+
+  constructor(
+    raw: RawWebSocket,
+    options: DefaultWebSocketSessionOptions,
+    scope: Scope.Scope,
+    incoming: Queue.Queue<Message, SessionError>,
+    closeReason: Deferred.Deferred<CloseReason.CloseReason>
+  ) {
+    this.role = raw.role
+    this.raw = raw
+    this.extensions = raw.extensions
+    this.writer = raw.writer
+    this.options = options
+    this.scope = scope
+    this.incoming = incoming
+    this.closeReason = closeReason
+    this.closeTimeout = options.closeTimeout === undefined
+      ? DEFAULT_CLOSE_TIMEOUT
+      : Duration.fromInputUnsafe(options.closeTimeout)
+  }
+
+  private get maxMessageSize(): number {
+    return this.options.maxMessageSize ?? this.raw.maxFrameSize
+  }
+
+  private get scopeCloseReason(): CloseReason.CloseReason {
+    return this.options.scopeCloseReason ?? (this.role === "server" ? GOING_AWAY : NORMAL)
+  }
+
+  // ---- Public API ----
+
+  extension<Ext extends WebSocketExtension>(factory: WebSocketExtensionFactory<never, Ext>): Effect.Effect<Ext, ExtensionNotFound> {
+    return getExtension(this.extensions, factory)
+  }
+
+  extensionOrNull<Ext extends WebSocketExtension>(factory: WebSocketExtensionFactory<never, Ext>): Ext | null {
+    return findExtension(this.extensions, factory) ?? null
+  }
+
+  get receive(): Effect.Effect<Message, SessionError> {
+    return Queue.take(this.incoming)
+  }
+
+  get messages(): Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>> {
+    return Stream.fromQueue(this.incoming).pipe(Stream.catchTag("ConnectionClosed", () => Stream.empty))
+  }
+
+  get send(): WebSocketSession["send"] {
+    return this.boundSend ??= (data) => this.sendMessage(typeof data === "string" ? Frame.text(data) : Frame.binary(data))
+  }
+
+  get sendFrame(): WebSocketSession["sendFrame"] {
+    return this.boundSendFrame ??= (frame) => this.sendFrameImpl(frame)
+  }
+
+  get outgoing(): Sink.Sink<void, string | Uint8Array, never, SendError> {
+    return Sink.forEach(this.send)
+  }
+
+  get flush(): Effect.Effect<void> {
+    return this.writer.flush
+  }
+
+  get close(): WebSocketSession["close"] {
+    return this.boundClose ??= (reason = NORMAL) => this.closeImpl(reason)
+  }
+
+  get closeExceptionally(): WebSocketSession["closeExceptionally"] {
+    return this.boundCloseExceptionally ??= (cause) => Effect.ignore(this.closeImpl(reasonOf(1011, describe(cause))))
+  }
+
+  get awaitClose(): Effect.Effect<CloseReason.CloseReason> {
+    return Deferred.await(this.closeReason)
+  }
+
+  get terminate(): Effect.Effect<void> {
+    return this.raw.terminate
+  }
+
+  get run(): WebSocketSession["run"] {
+    return this.boundRun ??= (handler) => this.runImpl(handler)
+  }
+
+  fibers(): ReadonlyArray<Fiber.Fiber<unknown, unknown>> {
+    return this.ownFibers === undefined ? [...this.raw.fibers] : [...this.raw.fibers, ...this.ownFibers]
+  }
+
+  // ---- Ending ----
 
   /** Completes the session: `closeReason`, then `incoming` fails after its buffered messages. Idempotent. */
-  const finish = (error: SessionError, reason: CloseReason.CloseReason): void => {
-    if (finished) return
-    finished = true
-    Deferred.doneUnsafe(closeReason, Exit.succeed(reason))
-    Queue.failCauseUnsafe(incoming, Cause.fail(error))
-    writer.closeForSending()
-    awaitedPong = undefined
+  private finish(error: SessionError, reason: CloseReason.CloseReason): void {
+    if (this.finished) return
+    this.finished = true
+    Deferred.doneUnsafe(this.closeReason, Exit.succeed(reason))
+    Queue.failCauseUnsafe(this.incoming, Cause.fail(error))
+    this.writer.closeForSending()
+    this.awaitedPong = undefined
   }
 
   /** Queues our Close unless one was already sent; returns whether it was queued. */
-  const sendClose = (reason: CloseReason.CloseReason): boolean =>
-    writer.tryEnqueue(reason.code === 1005 ? Frame.close() : Frame.close(reason), true)
-
-  /** Fails the session from our side: Close with `reason` (if still possible), then `finish`. */
-  const fail = (error: SessionError, reason: CloseReason.CloseReason): void => {
-    sendClose(reason)
-    finish(error, reason)
+  private sendClose(reason: CloseReason.CloseReason): boolean {
+    return this.writer.tryEnqueue(reason.code === 1005 ? Frame.close() : Frame.close(reason), true)
   }
 
-  /** The closer: bounds the rest of the close handshake by `closeTimeout`, then destroys the transport. */
-  const closer = Effect.gen(function*() {
-    const completed = yield* Effect.timeoutOption(
-      Effect.andThen(raw.closed, Deferred.await(processorDone)),
-      closeTimeout
-    )
-    if (completed._tag === "None" && !finished) {
-      finish(
-        new CloseTimeout({ timeoutMillis: Duration.toMillis(closeTimeout), sent: sentFirst ?? NORMAL }),
-        ABNORMAL_TIMEOUT
-      )
-    }
-    yield* raw.transport.destroy
-  })
+  /** Fails the session from our side: Close with `reason` (if still possible), then `finish`. */
+  private fail(error: SessionError, reason: CloseReason.CloseReason): void {
+    this.sendClose(reason)
+    this.finish(error, reason)
+  }
 
-  /** Starts the closer (once) and stops the pinger. */
-  const beginClosing: Effect.Effect<void> = Effect.suspend(() => {
-    const pinger = pingerFiber
-    pingerFiber = undefined
-    if (pinger !== undefined && Fiber.getCurrent() !== pinger) pinger.interruptUnsafe()
-    if (closerStarted || scopeClosing) return Effect.void
-    closerStarted = true
-    return Effect.map(Effect.forkIn(closer, scope, { startImmediately: true }), (fiber) => {
-      closerFiber = fiber
-    })
-  })
-
-  // ---- Incoming processor: raw frames → messages ----
-  let open: "Text" | "Binary" | undefined = undefined
-  let openRsv1 = false
-  let openRsv2 = false
-  let openRsv3 = false
-  let buffer = new Uint8Array(0)
-  let size = 0
-  let fragments = 0
-  const utf8 = new Utf8.Utf8Validator()
-  let validateOnTheFly = false
-  /** After the session was failed by us, frames are read and discarded. */
-  let discarding = false
-
-  const violation = (kind: ProtocolViolation["kind"], code: 1002 | 1007, message: string): ProtocolViolation =>
-    new ProtocolViolation({ kind, code, message })
-
-  const failSession = (error: ProtocolViolation | FrameTooBig | ExtensionError | ChannelOverflow): void => {
+  private failSession(error: ProtocolViolation | FrameTooBig | ExtensionError | ChannelOverflow): void {
     const reason = error._tag === "ExtensionError"
       ? reasonOf(1011, error.message)
       : error._tag === "ChannelOverflow"
       ? INCOMING_OVERFLOW
       : reasonOf(error.code, error.message)
-    fail(error, reason)
-    discarding = true
-    open = undefined
-    buffer = new Uint8Array(0)
+    this.fail(error, reason)
+    this.discarding = true
+    this.open = undefined
+    this.buffer = EMPTY
   }
 
-  const append = (payload: Uint8Array): void => {
-    const needed = size + payload.length
-    if (needed > buffer.length) {
-      const grown = new Uint8Array(Math.min(Math.max(needed, buffer.length * 2, 256), Math.max(needed, maxMessageSize())))
-      grown.set(buffer.subarray(0, size))
-      buffer = grown
+  private addFiber(fiber: Fiber.Fiber<unknown, unknown>): void {
+    ;(this.ownFibers ??= []).push(fiber)
+  }
+
+  /** The closer: bounds the rest of the close handshake by `closeTimeout`, then destroys the transport. */
+  private get closer(): Effect.Effect<void> {
+    return Effect.timeoutOption(
+      Effect.andThen(this.raw.closed, Deferred.await(this.handlerDone)),
+      this.closeTimeout
+    ).pipe(
+      Effect.andThen((completed) =>
+        Effect.sync(() => {
+          if (completed._tag === "None" && !this.finished) {
+            this.finish(
+              new CloseTimeout({ timeoutMillis: Duration.toMillis(this.closeTimeout), sent: this.sentFirst ?? NORMAL }),
+              ABNORMAL_TIMEOUT
+            )
+          }
+        })
+      ),
+      Effect.andThen(this.raw.transport.destroy)
+    )
+  }
+
+  /** Starts the closer (once) and stops the pinger. */
+  private get beginClosing(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const pinger = this.pingerFiber
+      this.pingerFiber = undefined
+      if (pinger !== undefined && Fiber.getCurrent() !== pinger) pinger.interruptUnsafe()
+      if (this.closerStarted || this.scopeClosing) return Effect.void
+      this.closerStarted = true
+      return Effect.map(Effect.forkIn(this.closer, this.scope, { startImmediately: true }), (fiber) => {
+        this.closerFiber = fiber
+        this.addFiber(fiber)
+      })
+    })
+  }
+
+  // ---- Incoming: called by the raw reader's fiber ----
+
+  /** Processes a batch of raw frames from `start`; returns an effect when it must wait (a full queue, an extension). */
+  onFrames(frames: ReadonlyArray<Frame.Frame>, start = 0): Effect.Effect<void> | undefined {
+    for (let i = start; i < frames.length && !this.discarding; i++) {
+      const frame = frames[i]!
+      switch (frame._tag) {
+        case "Text":
+        case "Binary":
+        case "Continuation": {
+          const result = this.onData(frame)
+          if (result === undefined) break
+          if (result._tag === "FrameTooBig" || result._tag === "ProtocolViolation") {
+            this.failSession(result) // messages before it were delivered already
+            break
+          }
+          if (this.extensions.length > 0) {
+            const next = i + 1
+            return Effect.flatMap(Effect.result(this.applyIncomingExtensions(result)), (processed) => {
+              if (processed._tag === "Failure") {
+                this.failSession(processed.failure)
+                return this.continueFrom(frames, next)
+              }
+              const wait = this.deliver(processed.success)
+              return wait === undefined
+                ? this.continueFrom(frames, next)
+                : Effect.andThen(wait, Effect.suspend(() => this.continueFrom(frames, next)))
+            })
+          }
+          const wait = this.deliver(result)
+          if (wait !== undefined) {
+            const next = i + 1
+            return Effect.andThen(wait, Effect.suspend(() => this.continueFrom(frames, next)))
+          }
+          break
+        }
+        case "Ping":
+          this.writer.pong(frame.payload.slice())
+          break
+        case "Pong":
+          this.onPong(frame.payload)
+          break
+        case "Close":
+          this.onClose(frame)
+          break
+      }
     }
-    buffer.set(payload, size)
-    size = needed
+    return this.finished || this.sentFirst !== undefined ? this.beginClosing : undefined
+  }
+
+  private continueFrom(frames: ReadonlyArray<Frame.Frame>, start: number): Effect.Effect<void> {
+    return this.onFrames(frames, start) ?? Effect.void
+  }
+
+  /** The raw frame stream ended (`Cause.Done` after the peer's Close, handled by `onClose`). */
+  onEnd(end: RawIncomingError | Cause.Done): Effect.Effect<void> | undefined {
+    if (!Cause.isDone(end)) {
+      if (end._tag === "AbnormalClosure") {
+        if (this.sentFirst !== undefined && end.cause.reason === "Eof") {
+          this.finish(new ConnectionClosed({ initiator: "local", reason: this.sentFirst }), this.sentFirst)
+        } else {
+          // The peer's input ended without a Close: say goodbye if we still can, report 1006 locally.
+          this.sendClose(NORMAL)
+          this.finish(end, ABNORMAL_EOF)
+        }
+      } else if (end._tag === "ChannelOverflow") {
+        this.finish(end, INCOMING_OVERFLOW) // the raw reader already sent the Close
+      } else {
+        this.finish(end, reasonOf(end.code, end.message)) // the raw reader already sent the Close
+      }
+    }
+    Deferred.doneUnsafe(this.handlerDone, Exit.void)
+    return this.finished ? this.beginClosing : undefined
+  }
+
+  /** Offers one message; returns an effect when the queue is full with policy `"suspend"`. Nothing is delivered after the session finished. */
+  private deliver(message: Message): Effect.Effect<void> | undefined {
+    if (this.finished) return undefined
+    if (Queue.offerUnsafe(this.incoming, message)) return undefined
+    const config = this.raw.channels.incoming
+    if (config.overflow === "fail" && Number.isFinite(config.capacity)) {
+      this.failSession(new ChannelOverflow({ channel: "incoming", capacity: config.capacity }))
+      return undefined
+    }
+    return Effect.asVoid(Queue.offer(this.incoming, message))
+  }
+
+  private append(payload: Uint8Array): void {
+    const needed = this.size + payload.length
+    if (needed > this.buffer.length) {
+      const grown = new Uint8Array(
+        Math.min(Math.max(needed, this.buffer.length * 2, 256), Math.max(needed, this.maxMessageSize))
+      )
+      grown.set(this.buffer.subarray(0, this.size))
+      this.buffer = grown
+    }
+    this.buffer.set(payload, this.size)
+    this.size = needed
   }
 
   /** Handles one data frame; returns a completed message, `undefined`, or a failure. */
-  const onData = (frame: Frame.Text | Frame.Binary | Frame.Continuation): Message | undefined | FrameTooBig | ProtocolViolation => {
-    const limit = maxMessageSize()
+  private onData(frame: Frame.Text | Frame.Binary | Frame.Continuation): DataResult {
+    const limit = this.maxMessageSize
     if (frame._tag !== "Continuation") {
       const rsv = frame.rsv1 || frame.rsv2 || frame.rsv3
       if (frame.fin) {
@@ -307,50 +547,52 @@ export const make = Effect.fnUntraced(function*(
         }
         return frame
       }
-      open = frame._tag
-      openRsv1 = frame.rsv1
-      openRsv2 = frame.rsv2
-      openRsv3 = frame.rsv3
-      size = 0
-      fragments = 1
-      validateOnTheFly = frame._tag === "Text" && !rsv
-      utf8.reset()
+      this.open = frame._tag
+      this.openRsv1 = frame.rsv1
+      this.openRsv2 = frame.rsv2
+      this.openRsv3 = frame.rsv3
+      this.size = 0
+      this.fragments = 1
+      this.validateOnTheFly = frame._tag === "Text" && !rsv
+      if (this.validateOnTheFly) (this.utf8 ??= new Utf8.Utf8Validator()).reset()
     } else {
-      if (open === undefined) return violation("UnexpectedContinuation", 1002, "Continuation frame without a message")
+      if (this.open === undefined) return violation("UnexpectedContinuation", 1002, "Continuation frame without a message")
       if (frame.rsv1 || frame.rsv2 || frame.rsv3) {
         return violation("ReservedBits", 1002, "RSV bits set on a continuation frame")
       }
-      fragments++
-      if (fragments > maxFragments) {
+      this.fragments++
+      const maxFragments = this.options.maxFragments ?? DEFAULT_MAX_FRAGMENTS
+      if (this.fragments > maxFragments) {
         return new FrameTooBig({ kind: "TooManyFragments", message: `Message has more than ${maxFragments} fragments` })
       }
     }
-    if (size + frame.payload.length > limit) {
+    if (this.size + frame.payload.length > limit) {
       return new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${limit} bytes` })
     }
-    if (validateOnTheFly && utf8.update(frame.payload) !== -1) {
+    if (this.validateOnTheFly && this.utf8!.update(frame.payload) !== -1) {
       return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
     }
-    if (frame.payload.length > 0) append(frame.payload)
+    if (frame.payload.length > 0) this.append(frame.payload)
     if (!frame.fin) return undefined
-    if (validateOnTheFly && !utf8.finish()) return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
-    const payload = concatBytes(buffer, size)
-    const message = Frame.make(open!, true, openRsv1, openRsv2, openRsv3, payload)
-    open = undefined
-    buffer = new Uint8Array(0)
-    size = 0
+    if (this.validateOnTheFly && !this.utf8!.finish()) return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
+    const payload = concatBytes(this.buffer, this.size)
+    const message = Frame.make(this.open!, true, this.openRsv1, this.openRsv2, this.openRsv3, payload)
+    this.open = undefined
+    this.buffer = EMPTY
+    this.size = 0
     return message
   }
 
   /** Runs a message through the extensions, then validates text that an extension produced. */
-  const applyIncomingExtensions = (message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> => {
+  private applyIncomingExtensions(message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> {
     const transformed = message.rsv1 || message.rsv2 || message.rsv3
     let effect: Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> = Effect.succeed(message)
-    for (const extension of extensions) effect = Effect.flatMap(effect, extension.processIncomingMessage)
+    for (const extension of this.extensions) effect = Effect.flatMap(effect, extension.processIncomingMessage)
     if (!transformed) return effect
     return Effect.flatMap(effect, (m): Effect.Effect<Message, ProtocolViolation | FrameTooBig> => {
-      if (m.payload.length > maxMessageSize()) {
-        return Effect.fail(new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${maxMessageSize()} bytes` }))
+      const limit = this.maxMessageSize
+      if (m.payload.length > limit) {
+        return Effect.fail(new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${limit} bytes` }))
       }
       if (m._tag === "Text" && !Utf8.isValidUtf8(m.payload)) {
         return Effect.fail(violation("InvalidUtf8", 1007, "Text message is not valid UTF-8"))
@@ -360,251 +602,223 @@ export const make = Effect.fnUntraced(function*(
   }
 
   /** Handles the peer's Close frame. */
-  const onClose = (frame: Frame.Close): void => {
+  private onClose(frame: Frame.Close): void {
     const decoded = CloseReason.decodeCloseReason(frame.payload)
     if ("_tag" in decoded) {
-      failSession(
+      this.failSession(
         decoded.code === 1007
           ? violation(decoded.kind, 1007, decoded.message)
           : violation(decoded.kind, 1002, decoded.message)
       )
       return
     }
-    if (sentFirst !== undefined) {
-      finish(new ConnectionClosed({ initiator: "local", reason: sentFirst }), sentFirst)
-    } else if (!finished) {
-      sendClose(decoded)
-      finish(new ConnectionClosed({ initiator: "peer", reason: decoded }), decoded)
+    if (this.sentFirst !== undefined) {
+      this.finish(new ConnectionClosed({ initiator: "local", reason: this.sentFirst }), this.sentFirst)
+    } else if (!this.finished) {
+      this.sendClose(decoded)
+      this.finish(new ConnectionClosed({ initiator: "peer", reason: decoded }), decoded)
     }
   }
 
-  const onPong = (payload: Uint8Array): void => {
-    const expected = awaitedPong
-    if (expected !== undefined && pongArrived !== undefined && equalBytes(expected, payload)) {
-      awaitedPong = undefined
-      Deferred.doneUnsafe(pongArrived, Exit.void)
+  private onPong(payload: Uint8Array): void {
+    const expected = this.awaitedPong
+    if (expected !== undefined && this.pongArrived !== undefined && equalBytes(expected, payload)) {
+      this.awaitedPong = undefined
+      Deferred.doneUnsafe(this.pongArrived, Exit.void)
     }
   }
-
-  const processor = Effect.gen(function*() {
-    const delivered: Array<Message> = []
-    while (true) {
-      const taken = yield* Effect.result(Queue.takeAll(raw.incoming))
-      if (taken._tag === "Failure") {
-        const error = taken.failure
-        if (Cause.isDone(error)) return // after a Close frame: handled in onClose
-        if (error._tag === "AbnormalClosure") {
-          if (sentFirst !== undefined && error.cause.reason === "Eof") {
-            finish(new ConnectionClosed({ initiator: "local", reason: sentFirst }), sentFirst)
-          } else {
-            // The peer's input ended without a Close: say goodbye if we still can, report 1006 locally.
-            sendClose(NORMAL)
-            finish(error, ABNORMAL_EOF)
-          }
-        } else if (error._tag === "ChannelOverflow") {
-          finish(error, INCOMING_OVERFLOW) // the raw reader already sent the Close
-        } else {
-          finish(error, reasonOf(error.code, error.message)) // the raw reader already sent the Close
-        }
-        return
-      }
-      if (discarding) continue
-      for (const frame of taken.success) {
-        if (discarding) break
-        switch (frame._tag) {
-          case "Text":
-          case "Binary":
-          case "Continuation": {
-            const result = onData(frame)
-            if (result === undefined) break
-            if (result._tag === "FrameTooBig" || result._tag === "ProtocolViolation") {
-              // Messages received before the violation are delivered first.
-              if (delivered.length > 0) yield* deliver(delivered)
-              failSession(result)
-              break
-            }
-            if (extensions.length === 0) delivered.push(result)
-            else {
-              const processed = yield* Effect.result(applyIncomingExtensions(result))
-              if (processed._tag === "Failure") {
-                if (delivered.length > 0) yield* deliver(delivered)
-                failSession(processed.failure)
-              } else delivered.push(processed.success)
-            }
-            break
-          }
-          case "Ping":
-            Queue.offerUnsafe(pingMailbox, frame.payload.slice())
-            break
-          case "Pong":
-            onPong(frame.payload)
-            break
-          case "Close":
-            if (delivered.length > 0) yield* deliver(delivered)
-            onClose(frame)
-            break
-        }
-      }
-      if (delivered.length > 0) yield* deliver(delivered)
-      if (finished || sentFirst !== undefined) yield* beginClosing
-    }
-  }).pipe(
-    Effect.ensuring(Effect.andThen(Deferred.done(processorDone, Exit.void), Effect.suspend(() => finished ? beginClosing : Effect.void)))
-  )
-
-  /** Offers the collected messages (and empties the array); nothing is delivered after the session finished. */
-  const deliver = (messages: Array<Message>): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      const batch = messages.slice()
-      messages.length = 0
-      if (finished) return Effect.void
-      return Effect.catch(ChannelsConfig.offerAll(incoming, incomingConfig, "incoming", batch), (overflow) =>
-        Effect.sync(() => failSession(overflow)))
-    })
-
-  // ---- Ponger: answers the latest Ping; one Pong in flight at a time (a flood is coalesced) ----
-  const ponger = Effect.gen(function*() {
-    while (true) {
-      const payload = yield* Queue.take(pingMailbox)
-      if (!writer.tryEnqueue(Frame.pong(payload), true)) return
-      yield* writer.flush
-    }
-  })
 
   // ---- Pinger (optional) ----
-  const pinger = (interval: Duration.Duration) =>
-    Effect.gen(function*() {
-      while (!finished && sentFirst === undefined) {
+
+  pinger(interval: Duration.Duration): Effect.Effect<void> {
+    const self = this
+    const pingTimeout = Duration.fromInputUnsafe(this.options.pingTimeout ?? DEFAULT_PING_TIMEOUT)
+    return Effect.gen(function*() {
+      while (!self.finished && self.sentFirst === undefined) {
         yield* Effect.sleep(interval)
-        if (finished || sentFirst !== undefined) return
+        if (self.finished || self.sentFirst !== undefined) return
         const payload = pingPayload()
         const arrived = Deferred.makeUnsafe<void>()
-        awaitedPong = payload
-        pongArrived = arrived
+        self.awaitedPong = payload
+        self.pongArrived = arrived
         const answered = yield* Effect.timeoutOption(
-          Effect.andThen(writer.enqueue(Frame.ping(payload), true), Deferred.await(arrived)),
+          Effect.andThen(self.writer.enqueue(Frame.ping(payload), true), Deferred.await(arrived)),
           pingTimeout
         )
         if (answered._tag === "None") {
-          fail(new PingTimeout({ timeoutMillis: Duration.toMillis(pingTimeout) }), PING_TIMEOUT)
-          yield* beginClosing
+          self.fail(new PingTimeout({ timeoutMillis: Duration.toMillis(pingTimeout) }), PING_TIMEOUT)
+          yield* self.beginClosing
           return
         }
       }
     }).pipe(Effect.catch(() => Effect.void))
-
-  // ---- Sending ----
-  const applyOutgoing = (message: Message): Effect.Effect<Message, ExtensionError> => {
-    let effect: Effect.Effect<Message, ExtensionError> = Effect.succeed(message)
-    for (const extension of extensions) effect = Effect.flatMap(effect, extension.processOutgoingMessage)
-    return effect
   }
 
-  const sendMessage = (message: Message): Effect.Effect<void, SendError> =>
-    extensions.length === 0
-      ? writer.enqueue(message)
-      : Effect.flatMap(applyOutgoing(message), (m) => writer.enqueue(m))
+  startPinger(fiber: Fiber.Fiber<void>): void {
+    this.pingerFiber = fiber
+    this.addFiber(fiber)
+  }
 
-  const send = (data: string | Uint8Array): Effect.Effect<void, SendError> =>
-    sendMessage(typeof data === "string" ? Frame.text(data) : Frame.binary(data))
+  /** Drains the raw `incoming` queue into `onFrames`/`onEnd` (only when it was used before this session attached). */
+  get pump(): Effect.Effect<void> {
+    const self = this
+    return Effect.gen(function*() {
+      while (true) {
+        const taken = yield* Effect.result(Queue.takeAll(self.raw.incoming))
+        if (taken._tag === "Failure") {
+          const after = self.onEnd(taken.failure)
+          if (after !== undefined) yield* after
+          return
+        }
+        const after = self.onFrames(taken.success)
+        if (after !== undefined) yield* after
+      }
+    })
+  }
 
-  const close = (reason: CloseReason.CloseReason = NORMAL): Effect.Effect<void, InvalidCloseReason> =>
-    Effect.suspend(() => {
+  trackFiber(fiber: Fiber.Fiber<void>): void {
+    this.addFiber(fiber)
+  }
+
+  // ---- Sending ----
+
+  private sendMessage(message: Message): Effect.Effect<void, SendError> {
+    if (this.extensions.length === 0) return this.enqueueMessage(message)
+    let effect: Effect.Effect<Message, ExtensionError> = Effect.succeed(message)
+    for (const extension of this.extensions) effect = Effect.flatMap(effect, extension.processOutgoingMessage)
+    return Effect.flatMap(effect, (m) => this.enqueueMessage(m))
+  }
+
+  /** Queues a whole (processed) message, fragmented when `outgoingFragmentSize` asks for it. */
+  private enqueueMessage(message: Message): Effect.Effect<void, OutgoingClosed | ChannelOverflow> {
+    const size = this.options.outgoingFragmentSize
+    return size === undefined || message.payload.length <= size
+      ? this.writer.enqueue(message)
+      : this.writer.enqueueFragments(fragment(message, size))
+  }
+
+  private closeImpl(reason: CloseReason.CloseReason): Effect.Effect<void, InvalidCloseReason> {
+    return Effect.suspend(() => {
       const invalid = validateOutgoingReason(reason)
       if (invalid !== undefined) return Effect.fail(invalid)
-      if (finished || writer.closeSent || writer.isClosedForSending) return Effect.void
-      sentFirst = reason
-      sendClose(reason)
-      return Effect.andThen(beginClosing, writer.flush)
+      if (this.finished || this.writer.closeSent || this.writer.isClosedForSending) return Effect.void
+      this.sentFirst = reason
+      this.sendClose(reason)
+      return Effect.andThen(this.beginClosing, this.writer.flush)
     })
+  }
 
-  const closeExceptionally = (cause: unknown): Effect.Effect<void> =>
-    Effect.ignore(close(reasonOf(1011, describe(cause))))
-
-  const sendFrame = (frame: Frame.Frame): Effect.Effect<void, SendError | InvalidCloseReason> => {
+  private sendFrameImpl(frame: Frame.Frame): Effect.Effect<void, SendError | InvalidCloseReason> {
     switch (frame._tag) {
       case "Close": {
         const decoded = CloseReason.decodeCloseReason(frame.payload)
         if ("_tag" in decoded) {
-          return Effect.fail(new InvalidCloseReason({ code: frame.payload.length >= 2 ? (frame.payload[0]! << 8) | frame.payload[1]! : 1005, message: decoded.message }))
+          const code = frame.payload.length >= 2 ? (frame.payload[0]! << 8) | frame.payload[1]! : 1005
+          return Effect.fail(new InvalidCloseReason({ code, message: decoded.message }))
         }
-        return decoded.code === 1005 ? Effect.fail(new InvalidCloseReason({ code: 1005, message: "" })) : close(decoded)
+        return decoded.code === 1005 ? Effect.fail(new InvalidCloseReason({ code: 1005, message: "" })) : this.closeImpl(decoded)
       }
       case "Text":
       case "Binary":
-        return frame.fin ? sendMessage(frame) : writer.enqueue(frame)
+        return frame.fin ? this.sendMessage(frame) : this.writer.enqueue(frame)
       default:
-        return writer.enqueue(frame)
+        return this.writer.enqueue(frame)
     }
   }
 
-  const awaitClose = Deferred.await(closeReason)
-
-  const run = <A, E, R>(handler: (session: WebSocketSession) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.onExit(handler(session), (exit) => {
+  private runImpl<A, E, R>(handler: (session: WebSocketSession) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return Effect.onExit(handler(this), (exit) => {
       if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return Effect.void
       const closing = Exit.isSuccess(exit)
-        ? Effect.ignore(close(NORMAL))
-        : closeExceptionally(Cause.squash(exit.cause))
+        ? Effect.ignore(this.closeImpl(NORMAL))
+        : this.closeExceptionally(Cause.squash(exit.cause))
       // Wait for the end of the session, then for our last Close (or echo) to be written.
-      return Effect.andThen(closing, Effect.andThen(awaitClose, writer.flush))
+      const ended = Effect.andThen(closing, Effect.andThen(this.awaitClose, this.writer.flush))
+      // A client then waits for the server to close the connection: the closer does exactly that.
+      return this.role === "client" ? Effect.andThen(ended, this.awaitCloser) : ended
     })
-
-
-  const fibers: Array<Fiber.Fiber<unknown, unknown>> = []
-  const session: WebSocketSession = {
-    role: raw.role,
-    raw,
-    extensions,
-    extension: (factory) => getExtension(extensions, factory),
-    extensionOrNull: (factory) => findExtension(extensions, factory) ?? null,
-    incoming,
-    receive: Queue.take(incoming),
-    // Built on demand: an idle connection does not pay for them.
-    get messages(): Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>> {
-      return Stream.fromQueue(incoming).pipe(Stream.catchTag("ConnectionClosed", () => Stream.empty))
-    },
-    send,
-    sendFrame,
-    get outgoing(): Sink.Sink<void, string | Uint8Array, never, SendError> {
-      return Sink.forEach(send)
-    },
-    flush: writer.flush,
-    close,
-    closeExceptionally,
-    closeReason,
-    awaitClose,
-    terminate: raw.terminate,
-    run,
-    fibers: () => [...raw.fibers, ...fibers, ...(closerFiber === undefined ? [] : [closerFiber])]
   }
 
-  fibers.push(yield* Effect.forkIn(processor, scope, { startImmediately: true }))
-  fibers.push(yield* Effect.forkIn(ponger, scope, { startImmediately: true }))
-  if (pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)) {
-    const fiber = yield* Effect.forkIn(pinger(pingInterval), scope, { startImmediately: true })
-    pingerFiber = fiber
-    fibers.push(fiber)
+  /** Starts the closer if needed and waits for it (it bounds the rest by `closeTimeout`, then destroys). */
+  private get awaitCloser(): Effect.Effect<void> {
+    return Effect.andThen(
+      this.beginClosing,
+      Effect.suspend(() => this.closerFiber === undefined ? Effect.void : Effect.asVoid(Fiber.await(this.closerFiber)))
+    )
   }
 
-  // Registered last so it runs first on scope close, while the reader and writer still run:
-  // an open session says goodbye, and a Close already queued (ours or an echo) is written before
-  // the raw session destroys the transport (bounded by the close timeout).
-  yield* Effect.addFinalizer(() =>
-    Effect.suspend(() => {
-      scopeClosing = true
-      if (!finished && sentFirst === undefined && !writer.closeSent) {
-        sentFirst = scopeCloseReason
-        sendClose(scopeCloseReason)
-      }
-      return Effect.timeoutOption(writer.flush, closeTimeout).pipe(
+  /**
+   * The scope finalizer, run while the reader and writer still run: an open session says goodbye,
+   * and a Close already queued (ours or an echo) is written before the raw session destroys the
+   * transport (bounded by the close timeout). A client also waits for the server's Close and EOF.
+   */
+  onScopeClose(): Effect.Effect<void> {
+    this.scopeClosing = true
+    const scopeCloseReason = this.scopeCloseReason
+    if (!this.finished && this.sentFirst === undefined && !this.writer.closeSent) {
+      this.sentFirst = scopeCloseReason
+      this.sendClose(scopeCloseReason)
+    }
+    if (this.role === "server") {
+      return Effect.timeoutOption(this.writer.flush, this.closeTimeout).pipe(
         Effect.andThen(Effect.sync(() => {
-          const sent = sentFirst ?? scopeCloseReason
-          finish(new ConnectionClosed({ initiator: "local", reason: sent }), sent)
+          const sent = this.sentFirst ?? scopeCloseReason
+          this.finish(new ConnectionClosed({ initiator: "local", reason: sent }), sent)
         }))
       )
-    })
-  )
+    }
+    // RFC 6455 §7.1.1: the server closes the TCP connection first; a client waits for its
+    // Close and EOF (the raw session's reader and writer both stopped), then destroys.
+    return Effect.timeoutOption(
+      Effect.andThen(this.writer.flush, Effect.andThen(this.raw.closed, Deferred.await(this.handlerDone))),
+      this.closeTimeout
+    ).pipe(
+      Effect.andThen((completed) =>
+        Effect.sync(() => {
+          const sent = this.sentFirst ?? scopeCloseReason
+          if (completed._tag === "None") {
+            this.finish(new CloseTimeout({ timeoutMillis: Duration.toMillis(this.closeTimeout), sent }), ABNORMAL_TIMEOUT)
+          } else {
+            this.finish(new ConnectionClosed({ initiator: "local", reason: sent }), sent)
+          }
+        })
+      ),
+      Effect.andThen(this.raw.transport.destroy)
+    )
+  }
+}
+
+/**
+ * Starts a message-level session on a raw session, in the current scope. The raw reader's fiber
+ * processes the incoming frames for it (reassembly, UTF-8, Close, Ping answered through the
+ * writer); only an optional pinger and, while closing, a closer run as fibers of their own, and
+ * they are interrupted when the scope closes. Before that, an open session sends its scope-close
+ * reason (1001 on servers, 1000 on clients) and completes `closeReason`. A server then lets the
+ * scope destroy the transport once its last Close was written; a client first waits (bounded by
+ * `closeTimeout`) for the server's Close and EOF, as RFC 6455 §7.1.1 asks. The raw session's
+ * `incoming` is consumed by this session.
+ */
+export const make = Effect.fnUntraced(function*(
+  raw: RawWebSocket,
+  options: DefaultWebSocketSessionOptions = {}
+): Effect.fn.Return<WebSocketSession, never, Scope.Scope> {
+  const fragmentSize = options.outgoingFragmentSize
+  if (fragmentSize !== undefined && (!Number.isInteger(fragmentSize) || fragmentSize < 1)) {
+    throw new RangeError(`Invalid outgoingFragmentSize: ${fragmentSize}`)
+  }
+  const scope = yield* Effect.scope
+  const incoming = yield* ChannelsConfig.makeQueue<Message, SessionError>(raw.channels.incoming)
+  const session = new Session(raw, options, scope, incoming, Deferred.makeUnsafe<CloseReason.CloseReason>())
+  if (!raw.reader.attach(session)) {
+    // Frames already went to the raw queue before this session existed: drain it with a fiber.
+    session.trackFiber(yield* Effect.forkIn(session.pump, scope, { startImmediately: true }))
+  }
+  const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
+  if (pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)) {
+    session.startPinger(yield* Effect.forkIn(session.pinger(pingInterval), scope, { startImmediately: true }))
+  }
+  // Registered last so it runs first on scope close, while the reader and writer still run.
+  yield* Effect.addFinalizer(() => Effect.suspend(() => session.onScopeClose()))
   return session
 })
 

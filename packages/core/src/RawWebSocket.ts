@@ -1,14 +1,15 @@
 /**
  * `RawWebSocket`: a WebSocket session that exchanges frames as they are (Ktor's
  * `RawWebSocket`): no automatic Pong, no Close echo, no reassembly, no extensions applied.
- * A `WebSocketReader` fiber feeds `incoming`; a `WebSocketWriter` fiber drains the outgoing
- * queue; both live in the caller's scope. A protocol violation from the peer sends the right
- * Close (1002/1007/1009) and fails `incoming`.
+ * A `WebSocketReader` fiber feeds `incoming` (created on first use: a default session on top
+ * takes the frames straight from the reader instead); a `WebSocketWriter` fiber drains the
+ * outgoing mailbox; both live in the caller's scope. A protocol violation from the peer sends
+ * the right Close (1002/1007/1009) and fails `incoming`.
  *
  * @module
  */
-import { Frame, FrameParser } from "@effect-ws/codec"
-import { type Cause, Effect, type Fiber, Queue, type Scope, Sink } from "effect"
+import { type CloseReason, Frame, FrameParser } from "@effect-ws/codec"
+import { type Cause, type Context, Effect, type Fiber, type Queue, type Scope, Sink } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import type { ChannelOverflow, ExtensionConflict, OutgoingClosed } from "./Errors.ts"
 import { checkConflicts, claimedBits, type WebSocketExtension } from "./Extension.ts"
@@ -76,6 +77,87 @@ export interface RawWebSocket {
   readonly fibers: ReadonlyArray<Fiber.Fiber<void>>
 }
 
+/** The raw session object: state in fields, the API as getters (nothing allocated until used). */
+class Raw implements RawWebSocket {
+  readonly role: Role
+  readonly masking: boolean
+  readonly extensions: ReadonlyArray<WebSocketExtension>
+  readonly channels: ChannelsConfig.ChannelsConfig
+  readonly transport: Transport
+  readonly reader: WebSocketReader
+  readonly writer: WebSocketWriter
+  private readonly parser: FrameParser.FrameParser
+  private readerFiber: Fiber.Fiber<void> | undefined = undefined
+  private writerFiber: Fiber.Fiber<void> | undefined = undefined
+  private boundSend: RawWebSocket["send"] | undefined = undefined
+
+  constructor(
+    role: Role,
+    masking: boolean,
+    extensions: ReadonlyArray<WebSocketExtension>,
+    channels: ChannelsConfig.ChannelsConfig,
+    transport: Transport,
+    parser: FrameParser.FrameParser,
+    writer: WebSocketWriter,
+    services: Context.Context<never>
+  ) {
+    this.role = role
+    this.masking = masking
+    this.extensions = extensions
+    this.channels = channels
+    this.transport = transport
+    this.parser = parser
+    this.writer = writer
+    this.reader = new WebSocketReader(transport, parser, channels.incoming, this, services)
+  }
+
+  /** The reader's `SendClose`: a Close frame on behalf of the reader (violations, overflow). */
+  sendClose(reason: CloseReason.CloseReason): boolean {
+    return this.writer.tryEnqueue(Frame.close(reason), true)
+  }
+
+  start(readerFiber: Fiber.Fiber<void>, writerFiber: Fiber.Fiber<void>): void {
+    this.readerFiber = readerFiber
+    this.writerFiber = writerFiber
+  }
+
+  get maxFrameSize(): number {
+    return this.parser.maxFrameSize
+  }
+
+  set maxFrameSize(size: number) {
+    this.parser.maxFrameSize = size
+  }
+
+  get incoming(): Queue.Dequeue<Frame.Frame, RawIncomingError | Cause.Done> {
+    return this.reader.incoming
+  }
+
+  get send(): RawWebSocket["send"] {
+    return this.boundSend ??= (frame) => this.writer.enqueue(frame)
+  }
+
+  get outgoing(): Sink.Sink<void, Frame.Frame, never, SendError> {
+    return Sink.forEach(this.send)
+  }
+
+  get flush(): Effect.Effect<void> {
+    return this.writer.flush
+  }
+
+  get terminate(): Effect.Effect<void> {
+    return this.transport.destroy
+  }
+
+  get closed(): Effect.Effect<void> {
+    return Effect.andThen(this.writer.done, this.reader.done)
+  }
+
+  get fibers(): ReadonlyArray<Fiber.Fiber<void>> {
+    return this.readerFiber === undefined || this.writerFiber === undefined ? [] : [this.readerFiber, this.writerFiber]
+  }
+}
+
 /**
  * Starts a raw session over a transport in the current scope: a reader and a writer fiber,
  * interrupted when the scope closes, after which the transport is destroyed. No Close is sent on
@@ -96,42 +178,11 @@ export const make = Effect.fnUntraced(function*(
     allowedRsv: claimedBits(extensions)
   })
   const writer = yield* WebSocketWriter.make(transport, masking, channels.outgoing)
-  const incoming = yield* ChannelsConfig.makeQueue<Frame.Frame, RawIncomingError | Cause.Done>(channels.incoming)
-  const reader = new WebSocketReader(
-    transport,
-    parser,
-    incoming,
-    channels.incoming,
-    (reason) => writer.tryEnqueue(Frame.close(reason), true)
-  )
+  const services = yield* Effect.context<never>()
+  const raw = new Raw(options.role, masking, extensions, channels, transport, parser, writer, services)
   yield* Effect.addFinalizer(() => transport.destroy)
   const writerFiber = yield* Effect.forkScoped(writer.run, { startImmediately: true })
-  const readerFiber = yield* Effect.forkScoped(reader.run, { startImmediately: true })
-  const send = (frame: Frame.Frame) => writer.enqueue(frame)
-  const raw: RawWebSocket = {
-    role: options.role,
-    masking,
-    extensions,
-    channels,
-    get maxFrameSize() {
-      return parser.maxFrameSize
-    },
-    set maxFrameSize(size: number) {
-      parser.maxFrameSize = size
-    },
-    incoming,
-    send,
-    get outgoing() {
-      return Sink.forEach(send)
-    },
-    flush: writer.flush,
-    terminate: transport.destroy,
-    closed: Effect.andThen(writer.done, reader.done),
-    transport,
-    reader,
-    writer,
-    fibers: [readerFiber, writerFiber]
-  }
+  const readerFiber = yield* Effect.forkScoped(raw.reader.run, { startImmediately: true })
+  raw.start(readerFiber, writerFiber)
   return raw
 })
-

@@ -180,9 +180,10 @@ const makeEnd = (self: End, peer: End, options: TestTransportOptions | undefined
     if (output.writeFailure !== undefined) return
     output.writeFailure = ENDED
     output.eof = true
-    output.wakeReader()
+    // Settle first: waking the peer's reader may run its fiber at once.
     checkOrderlyEnd(self)
     checkOrderlyEnd(peer)
+    output.wakeReader()
   })
 
   // Like a socket's destroy: our input is dropped at once; bytes we already wrote still reach the

@@ -1,13 +1,14 @@
 /**
- * `WebSocketWriter`: the outgoing half of a session. Frames wait in a queue; one fiber takes
- * them in batches, serializes each batch (coalescing small frames) and hands it to the
- * transport in one write. After a Close frame is written the output is half-closed and every
- * later send fails with `OutgoingClosed`.
+ * `WebSocketWriter`: the outgoing half of a session. Frames wait in a mailbox (a plain array,
+ * not a queue object, to keep idle connections small); one fiber takes them in batches,
+ * serializes each batch (coalescing small frames) and hands it to the transport in one write.
+ * Pongs go through a one-slot mailbox of their own, so a Ping flood is coalesced. After a Close
+ * frame is written the output is half-closed and every later send fails with `OutgoingClosed`.
  *
  * @module
  */
-import { type Frame, Serializer } from "@effect-ws/codec"
-import { Deferred, Effect, Queue } from "effect"
+import { Frame, Serializer } from "@effect-ws/codec"
+import { Deferred, Effect, type Scheduler } from "effect"
 import type { ChannelConfig } from "./ChannelsConfig.ts"
 import { ChannelOverflow, OutgoingClosed, type TransportClosed } from "./Errors.ts"
 import type { Transport } from "./Transport.ts"
@@ -18,10 +19,27 @@ interface FlushRequest {
   readonly done: Deferred.Deferred<void>
 }
 
-type Item = Frame.Frame | FlushRequest
+/** Wakes the writer for the Pong waiting in its one-slot mailbox. */
+interface PongSignal {
+  readonly _tag: "PongSignal"
+}
+const PONG_SIGNAL: PongSignal = { _tag: "PongSignal" }
+
+type Item = Frame.Frame | FlushRequest | PongSignal
 
 /** Largest number of frames serialized into one transport write. */
 const MAX_BATCH = 1024
+
+/** One dispatcher per scheduler, shared by every writer: wake-ups are deferred to it so frames sent together are written together. */
+const dispatchers = new WeakMap<Scheduler.Scheduler, Scheduler.SchedulerDispatcher>()
+const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispatcher => {
+  let dispatcher = dispatchers.get(scheduler)
+  if (dispatcher === undefined) {
+    dispatcher = scheduler.makeDispatcher()
+    dispatchers.set(scheduler, dispatcher)
+  }
+  return dispatcher
+}
 
 /**
  * The writer state of one connection. `enqueue` is called by senders; `run` is the writer
@@ -31,12 +49,15 @@ export class WebSocketWriter {
   private readonly transport: Transport
   private readonly serializer: Serializer.Serializer
   private readonly config: ChannelConfig
-  private readonly queue: Queue.Queue<Item>
+  /** The mailbox: items not yet taken by the writer fiber (a plain array, no queue object per connection). */
+  private items: Array<Item> = []
+  /** Wakes the writer fiber when it waits for items. */
+  private wakeWriter: (() => void) | undefined = undefined
   /** Frames accepted by `enqueue` (subject to capacity) and not yet written. */
   private pending = 0
   /** Of those, the ones still in the queue (not yet taken by the writer). */
   private countedQueued = 0
-  private readonly roomWaiters: Array<() => void> = []
+  private roomWaiters: Array<() => void> | undefined = undefined
   /** Set when a Close was accepted or the writer stopped: nothing more is accepted. */
   private closedForSending = false
   private closeFrameAccepted = false
@@ -46,18 +67,49 @@ export class WebSocketWriter {
   failure: TransportClosed | undefined = undefined
   /** Whether a Close frame was written to the transport. */
   closeWritten = false
+  /** The payload of the Pong to send with the next batch (only the latest Ping is answered). */
+  private pongPayload: Uint8Array | undefined = undefined
 
-  constructor(transport: Transport, mask: boolean, config: ChannelConfig, queue: Queue.Queue<Item>) {
+  constructor(transport: Transport, mask: boolean, config: ChannelConfig) {
     this.transport = transport
     this.serializer = new Serializer.Serializer({ mask })
     this.config = config
-    this.queue = queue
     this.finished = Deferred.makeUnsafe<void>()
   }
 
-  /** Creates a writer with an unbounded internal queue (capacity is enforced by `enqueue`). */
+  /** Creates a writer (capacity is enforced by `enqueue`). */
   static make(transport: Transport, mask: boolean, config: ChannelConfig): Effect.Effect<WebSocketWriter> {
-    return Effect.map(Queue.unbounded<Item>(), (queue) => new WebSocketWriter(transport, mask, config, queue))
+    return Effect.sync(() => new WebSocketWriter(transport, mask, config))
+  }
+
+  /** Adds an item to the mailbox and wakes the writer fiber if it waits. */
+  private push(item: Item): void {
+    this.items.push(item)
+    const wake = this.wakeWriter
+    if (wake !== undefined) {
+      this.wakeWriter = undefined
+      wake()
+    }
+  }
+
+  /** Takes every item in the mailbox, waiting for one if it is empty. */
+  private get takeAll(): Effect.Effect<Array<Item>> {
+    if (this.items.length > 0) return Effect.succeed(this.drain())
+    const self = this
+    return Effect.callback<Array<Item>>(function(resume) {
+      const dispatcher = dispatcherOf(this)
+      // Deferred, not synchronous: frames sent in the same turn are written as one batch.
+      self.wakeWriter = () => dispatcher.scheduleTask(() => resume(Effect.sync(() => self.drain())), 0)
+      return Effect.sync(() => {
+        self.wakeWriter = undefined
+      })
+    })
+  }
+
+  private drain(): Array<Item> {
+    const items = this.items
+    this.items = []
+    return items
   }
 
   /** Whether a Close frame was accepted (or the writer stopped), so no frame is accepted any more. */
@@ -95,11 +147,43 @@ export class WebSocketWriter {
     })
   }
 
+  /**
+   * Accepts the fragments of one message at once, so no other data frame can come between them;
+   * against the capacity they count as one frame. Fails and suspends like `enqueue`.
+   */
+  enqueueFragments(frames: ReadonlyArray<Frame.Frame>): Effect.Effect<void, OutgoingClosed | ChannelOverflow> {
+    return Effect.suspend(() => {
+      if (this.closedForSending) return Effect.fail(new OutgoingClosed({ frameType: frames[0]?._tag ?? "Continuation" }))
+      if (this.pending < this.config.capacity) {
+        for (let i = 0; i < frames.length; i++) this.accept(frames[i]!, i === 0)
+        return Effect.void
+      }
+      if (this.config.overflow === "fail") {
+        return Effect.fail(new ChannelOverflow({ channel: "outgoing", capacity: this.config.capacity }))
+      }
+      return Effect.andThen(this.waitForRoom, this.enqueueFragments(frames))
+    })
+  }
+
   /** Accepts a frame synchronously if it can (not closed, room available); returns whether it did. */
   tryEnqueue(frame: Frame.Frame, bypassCapacity = false): boolean {
     if (this.closedForSending) return false
     if (!bypassCapacity && frame._tag !== "Close" && this.pending >= this.config.capacity) return false
     this.accept(frame, !bypassCapacity && frame._tag !== "Close")
+    return true
+  }
+
+  /**
+   * Answers a Ping: its payload goes to a one-slot mailbox the writer empties at its next batch,
+   * ahead of the frames queued. While the transport is busy, a newer Ping replaces an older one,
+   * so a Ping flood costs one Pong per write, never a growing queue. Returns `false` once a Close
+   * was accepted (no Pong may follow it).
+   */
+  pong(payload: Uint8Array): boolean {
+    if (this.closedForSending) return false
+    const idle = this.pongPayload === undefined
+    this.pongPayload = payload
+    if (idle) this.push(PONG_SIGNAL)
     return true
   }
 
@@ -112,20 +196,24 @@ export class WebSocketWriter {
       this.pending++
       this.countedQueued++
     }
-    Queue.offerUnsafe(this.queue, frame)
+    this.push(frame)
   }
 
-  private readonly waitForRoom: Effect.Effect<void> = Effect.callback<void>((resume) => {
-    const wake = () => resume(Effect.void)
-    this.roomWaiters.push(wake)
-    return Effect.sync(() => {
-      const i = this.roomWaiters.indexOf(wake)
-      if (i >= 0) this.roomWaiters.splice(i, 1)
+  private get waitForRoom(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      const wake = () => resume(Effect.void)
+      ;(this.roomWaiters ??= []).push(wake)
+      return Effect.sync(() => {
+        const i = this.roomWaiters?.indexOf(wake) ?? -1
+        if (i >= 0) this.roomWaiters!.splice(i, 1)
+      })
     })
-  })
+  }
 
   private wakeSenders(): void {
-    const waiters = this.roomWaiters.splice(0, this.roomWaiters.length)
+    const waiters = this.roomWaiters
+    if (waiters === undefined || waiters.length === 0) return
+    this.roomWaiters = undefined
     for (const wake of waiters) wake()
   }
 
@@ -134,7 +222,7 @@ export class WebSocketWriter {
     return Effect.suspend(() => {
       if (this.stopped) return Effect.void
       const done = Deferred.makeUnsafe<void>()
-      Queue.offerUnsafe(this.queue, { _tag: "Flush", done })
+      this.push({ _tag: "Flush", done })
       return Deferred.await(done)
     })
   }
@@ -147,42 +235,51 @@ export class WebSocketWriter {
 
   /** The writer fiber: take a batch, write it, repeat until a Close is written or the transport fails. */
   get run(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, WebSocketWriter.loop).pipe(Effect.ensuring(Effect.sync(() => this.stop())))
+  }
+
+  /** The loop body, a shared generator function (one per class, not one per connection). */
+  private static *loop(this: WebSocketWriter): Generator<Effect.Effect<unknown, never, never>, void, never> {
     const self = this
-    return Effect.gen(function*() {
-      const frames: Array<Frame.Frame> = []
-      const flushes: Array<Deferred.Deferred<void>> = []
-      const out: Array<Uint8Array> = []
-      while (!self.stopped) {
-        const items = yield* Queue.takeAll(self.queue)
-        // `takeAll` drains the queue, so every counted frame queued so far is in this batch.
-        const counted = self.countedQueued
-        self.countedQueued = 0
-        let sawClose = false
-        let i = 0
-        for (; i < items.length; i++) {
-          const item = items[i]!
-          if (item._tag === "Flush") {
-            flushes.push(item.done)
-            continue
-          }
-          if (sawClose) continue // nothing is accepted after a Close; defensive
-          frames.push(item)
-          if (item._tag === "Close") sawClose = true
-          if (frames.length >= MAX_BATCH) yield* self.writeFrames(frames, out)
-        }
-        if (frames.length > 0) yield* self.writeFrames(frames, out)
-        self.pending -= counted
-        if (self.failure === undefined && sawClose) {
-          self.closeWritten = true
-          self.stopped = true
-          yield* self.transport.end
-        }
-        if (self.failure !== undefined) self.stopped = true
-        for (const d of flushes) Deferred.doneUnsafe(d, Effect.void)
-        flushes.length = 0
-        self.wakeSenders()
+    const frames: Array<Frame.Frame> = []
+    const flushes: Array<Deferred.Deferred<void>> = []
+    const out: Array<Uint8Array> = []
+    while (!self.stopped) {
+      const items = yield* self.takeAll
+      // `takeAll` empties the mailbox, so every counted frame queued so far is in this batch.
+      const counted = self.countedQueued
+      self.countedQueued = 0
+      let sawClose = false
+      const pong = self.pongPayload
+      if (pong !== undefined) {
+        self.pongPayload = undefined
+        frames.push(Frame.pong(pong))
       }
-    }).pipe(Effect.ensuring(Effect.sync(() => this.stop())))
+      let i = 0
+      for (; i < items.length; i++) {
+        const item = items[i]!
+        if (item._tag === "PongSignal") continue
+        if (item._tag === "Flush") {
+          flushes.push(item.done)
+          continue
+        }
+        if (sawClose) continue // nothing is accepted after a Close; defensive
+        frames.push(item)
+        if (item._tag === "Close") sawClose = true
+        if (frames.length >= MAX_BATCH) yield* self.writeFrames(frames, out)
+      }
+      if (frames.length > 0) yield* self.writeFrames(frames, out)
+      self.pending -= counted
+      if (self.failure === undefined && sawClose) {
+        self.closeWritten = true
+        self.stopped = true
+        yield* self.transport.end
+      }
+      if (self.failure !== undefined) self.stopped = true
+      for (const d of flushes) Deferred.doneUnsafe(d, Effect.void)
+      flushes.length = 0
+      self.wakeSenders()
+    }
   }
 
   private writeFrames(frames: Array<Frame.Frame>, out: Array<Uint8Array>): Effect.Effect<void> {
@@ -205,13 +302,7 @@ export class WebSocketWriter {
     this.closedForSending = true
     this.wakeSenders()
     // Complete any flush still queued.
-    let item = Queue.takeUnsafe(this.queue)
-    let guard = 0
-    while (item !== undefined && guard++ < 1_000_000) {
-      if (item._tag === "Success" && item.value._tag === "Flush") Deferred.doneUnsafe(item.value.done, Effect.void)
-      if (item._tag !== "Success") break
-      item = Queue.takeUnsafe(this.queue)
-    }
+    for (const item of this.drain()) if (item._tag === "Flush") Deferred.doneUnsafe(item.done, Effect.void)
     Deferred.doneUnsafe(this.finished, Effect.void)
   }
 }

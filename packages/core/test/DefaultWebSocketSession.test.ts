@@ -26,7 +26,6 @@ const setup = (options: Setup = {}) =>
     const closeScope = Scope.close(scope, Exit.void)
     /** Closes the scope and checks that no fiber of the session is left running. */
     const closeAndCheck = Effect.gen(function*() {
-      assert.isTrue(session.fibers().some((f) => f.pollUnsafe() === undefined), "the ponger runs until the scope closes")
       yield* closeScope
       for (const f of session.fibers()) assert.isDefined(f.pollUnsafe(), "a session fiber is still running")
     })
@@ -417,8 +416,16 @@ describe("DefaultWebSocketSession: closing (every ending path completes closeRea
         const { session, peer, closeAndCheck } = yield* setup({ role })
         const waiter = yield* Effect.forkChild(Effect.flip(session.receive))
         yield* Effect.yieldNow
-        yield* closeAndCheck
-        assert.deepStrictEqual(peerClose(yield* peer.next), [code, ""])
+        if (role === "server") {
+          yield* closeAndCheck
+          assert.deepStrictEqual(peerClose(yield* peer.next), [code, ""])
+        } else {
+          // A client waits for the server's Close and EOF (RFC 6455 §7.1.1).
+          const closing = yield* Effect.forkChild(closeAndCheck)
+          assert.deepStrictEqual(peerClose(yield* peer.next), [code, ""])
+          yield* replyClose(peer)
+          yield* Fiber.join(closing)
+        }
         assert.strictEqual((yield* reasonOf(session)).code, code)
         const error = yield* Fiber.join(waiter)
         assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "local"])
@@ -479,7 +486,10 @@ describe("DefaultWebSocketSession: sending and queues", () => {
       const events = [yield* peer.next, yield* peer.next, yield* peer.next]
       assert.deepStrictEqual(events.map((e) => [e._tag, text(e)]), [["Text", "ab"], ["Ping", "p"], ["Continuation", "c"]])
       assert.strictEqual(peer.wire[1]! & 0x80, 0x80) // masked (the server-role parser also insists)
-      yield* closeAndCheck
+      const closing = yield* Effect.forkChild(closeAndCheck)
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      yield* replyClose(peer)
+      yield* Fiber.join(closing)
     }))
 
   it.effect("sendFrame(Close) is close(reason); an invalid Close payload is InvalidCloseReason", () =>
@@ -560,5 +570,178 @@ describe("DefaultWebSocketSession: sending and queues", () => {
       const bad = yield* Effect.flip(DefaultWebSocketSession.readReason(Frame.close(Uint8Array.from([3]))))
       assert.deepStrictEqual([bad._tag, bad.code], ["ProtocolViolation", 1002])
       yield* closeAndCheck
+    }))
+})
+
+describe("DefaultWebSocketSession: close path by role (RFC 6455 §7.1.1: the server closes TCP first)", () => {
+  it.effect("client, scope close: waits for the server's Close and EOF, then ends promptly (orderly TCP end)", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ role: "client", session: { closeTimeout: "5 seconds" } })
+      const closing = yield* Effect.forkChild(closeAndCheck)
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+      assert.isUndefined(closing.pollUnsafe(), "the client waits for the server")
+      yield* replyClose(peer)
+      yield* Fiber.join(closing) // no clock adjustment needed
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1000, message: "" })
+      const error = yield* Effect.flip(session.receive)
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "local"])
+      assert.strictEqual((yield* peer.transport.ended).reason, "Eof") // both sides ended before the destroy
+    }))
+
+  it.effect("client, scope close: a server that never answers is destroyed after closeTimeout; closeReason 1006", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ role: "client", session: { closeTimeout: "3 seconds" } })
+      const closing = yield* Effect.forkChild(closeAndCheck)
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      yield* TestClock.adjust("2999 millis")
+      assert.isUndefined(closing.pollUnsafe())
+      assert.isFalse(yield* Deferred.isDone(session.closeReason))
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.join(closing)
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 1006, message: "Close handshake timed out" })
+      const error = yield* Effect.flip(session.receive)
+      assert.deepStrictEqual([error._tag, error._tag === "CloseTimeout" && error.sent.code], ["CloseTimeout", 1000])
+      assert.strictEqual((yield* peer.next)._tag, "TransportClosed")
+      assert.strictEqual((yield* peer.transport.ended).reason, "Reset")
+    }))
+
+  it.effect("client, run: after the server's Close reply, run waits for its EOF (bounded by closeTimeout), then destroys", () =>
+    Effect.gen(function*() {
+      // The server replies and closes TCP: run ends at once.
+      const a = yield* setup({ role: "client", session: { closeTimeout: "2 seconds" } })
+      const fa = yield* Effect.forkChild(a.session.run(() => Effect.succeed(1)))
+      assert.deepStrictEqual(peerClose(yield* a.peer.next), [1000, ""])
+      yield* replyClose(a.peer)
+      assert.strictEqual(yield* Fiber.join(fa), 1)
+      assert.strictEqual((yield* a.peer.transport.ended).reason, "Eof")
+      yield* a.closeScope
+      // The server replies but never closes TCP: run ends after closeTimeout, the transport destroyed.
+      const b = yield* setup({ role: "client", session: { closeTimeout: "2 seconds" } })
+      const fb = yield* Effect.forkChild(b.session.run(() => Effect.succeed(2)))
+      assert.deepStrictEqual(peerClose(yield* b.peer.next), [1000, ""])
+      yield* b.peer.send(Frame.close(CloseReason.CloseReason(1000)))
+      assert.deepStrictEqual(yield* reasonOf(b.session), { code: 1000, message: "" })
+      for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+      assert.isUndefined(fb.pollUnsafe(), "run waits for the server's EOF")
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* Fiber.join(fb), 2)
+      assert.strictEqual((yield* b.peer.transport.ended).reason, "Reset")
+      yield* b.closeScope
+    }))
+
+  it.effect("server (unchanged): scope close sends 1001 and destroys without waiting; run ends once the echo is in", () =>
+    Effect.gen(function*() {
+      const a = yield* setup({ role: "server" })
+      yield* a.closeAndCheck // the peer never answers, no clock adjustment: a server does not wait
+      assert.deepStrictEqual(peerClose(yield* a.peer.next), [1001, ""])
+      assert.strictEqual((yield* a.peer.next)._tag, "TransportClosed")
+      assert.strictEqual((yield* a.peer.transport.ended).reason, "Reset")
+      assert.deepStrictEqual(yield* reasonOf(a.session), { code: 1001, message: "" })
+      const b = yield* setup({ role: "server" })
+      const fb = yield* Effect.forkChild(b.session.run(() => Effect.succeed(3)))
+      assert.deepStrictEqual(peerClose(yield* b.peer.next), [1000, ""])
+      yield* b.peer.send(Frame.close(CloseReason.CloseReason(1000))) // no EOF from the client
+      assert.strictEqual(yield* Fiber.join(fb), 3)
+      yield* b.closeAndCheck
+      assert.strictEqual((yield* b.peer.transport.ended).reason, "Reset") // the server closed TCP first
+    }))
+})
+
+describe("DefaultWebSocketSession: footprint", () => {
+  it.effect("an idle session runs no fiber besides the raw reader and writer (no processor, no ponger)", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* Effect.yieldNow
+      assert.strictEqual(session.fibers().filter((f) => f.pollUnsafe() === undefined).length, 2)
+      // Pings are still answered, by the writer.
+      yield* peer.send(Frame.ping(utf8("x")))
+      const pong = yield* peer.next
+      assert.deepStrictEqual([pong._tag, text(pong)], ["Pong", "x"])
+      yield* closeAndCheck
+    }))
+
+  it.effect("frames the raw session received before the default session was made are processed first, in order", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const [ours, theirs] = yield* TestTransport.makePair()
+      const peer = new TestPeer(theirs, "client")
+      // Bytes already buffered: the raw reader parses them as soon as it starts.
+      yield* peer.send(Frame.text("a", { fin: false }), Frame.ping(utf8("p")), Frame.continuation(utf8("b")))
+      const raw = yield* RawWebSocket.make(ours, { role: "server" }).pipe(Scope.provide(scope))
+      for (let i = 0; i < 3; i++) yield* Effect.yieldNow
+      const session = yield* DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
+      assert.strictEqual(session.fibers().length, 3) // reader, writer, and a pump draining the raw queue
+      yield* peer.send(Frame.text("c"))
+      assert.strictEqual(payloadText(yield* session.receive), "ab")
+      assert.strictEqual(payloadText(yield* session.receive), "c")
+      const pong = yield* peer.next
+      assert.deepStrictEqual([pong._tag, text(pong)], ["Pong", "p"])
+      yield* peer.send(Frame.close(CloseReason.CloseReason(1000)))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      assert.strictEqual((yield* reasonOf(session)).code, 1000)
+      yield* Scope.close(scope, Exit.void)
+      for (const f of session.fibers()) assert.isDefined(f.pollUnsafe())
+    }))
+})
+
+describe("DefaultWebSocketSession: outgoing fragmentation (outgoingFragmentSize)", () => {
+  it.effect("a large message goes out as a valid fragmented message; small ones and control frames are whole", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ session: { outgoingFragmentSize: 4 } })
+      yield* session.send("hello world!!") // 13 bytes: 4 + 4 + 4 + 1
+      yield* session.send("tiny")
+      yield* session.sendFrame(Frame.ping(utf8("12345678")))
+      yield* session.send(Uint8Array.from([1, 2, 3, 4, 5]))
+      const events: Array<PeerEvent> = []
+      for (let i = 0; i < 8; i++) events.push(yield* peer.next)
+      assert.deepStrictEqual(events.map((e) => ["fin" in e ? e.fin : null, e._tag, text(e)]), [
+        [false, "Text", "hell"],
+        [false, "Continuation", "o wo"],
+        [false, "Continuation", "rld!"],
+        [true, "Continuation", "!"],
+        [true, "Text", "tiny"],
+        [true, "Ping", "12345678"],
+        [false, "Binary", "\u0001\u0002\u0003\u0004"],
+        [true, "Continuation", "\u0005"]
+      ])
+      // On the wire: FIN clear and opcode 1 on the first header, opcode 0 on the continuations, FIN on the last.
+      assert.deepStrictEqual([peer.wire[0], peer.wire[6], peer.wire[12], peer.wire[18]], [0x01, 0x00, 0x00, 0x80])
+      yield* closeAndCheck
+    }))
+
+  it.effect("round trip: a fragmenting client and a server session exchange whole messages", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const [a, b] = yield* TestTransport.makePair({ chunkSize: 7 })
+      const clientRaw = yield* RawWebSocket.make(a, { role: "client" }).pipe(Scope.provide(scope))
+      const client = yield* DefaultWebSocketSession.make(clientRaw, { outgoingFragmentSize: 3 }).pipe(Scope.provide(scope))
+      const serverRaw = yield* RawWebSocket.make(b, { role: "server" }).pipe(Scope.provide(scope))
+      const server = yield* DefaultWebSocketSession.make(serverRaw, { outgoingFragmentSize: 1000 }).pipe(Scope.provide(scope))
+      const big = new Uint8Array(5000).map((_, i) => i & 0xff)
+      yield* client.send("héllo, fragmented wörld €")
+      yield* client.send(big)
+      const m1 = yield* server.receive
+      assert.deepStrictEqual([m1._tag, payloadText(m1)], ["Text", "héllo, fragmented wörld €"])
+      const m2 = yield* server.receive
+      assert.deepStrictEqual(Array.from(m2.payload), Array.from(big))
+      yield* server.send(m2.payload) // 5 fragments back
+      assert.deepStrictEqual(Array.from((yield* client.receive).payload), Array.from(big))
+      yield* client.close()
+      assert.deepStrictEqual(yield* reasonOf(server), { code: 1000, message: "" })
+      assert.deepStrictEqual(yield* reasonOf(client), { code: 1000, message: "" })
+      yield* Scope.close(scope, Exit.void)
+    }))
+
+  it.effect("an outgoingFragmentSize that is not a positive integer is refused (RangeError)", () =>
+    Effect.gen(function*() {
+      for (const size of [0, -1, 1.5]) {
+        const [ours] = yield* TestTransport.makePair()
+        const exit = yield* Effect.exit(
+          Effect.scoped(Effect.flatMap(RawWebSocket.make(ours, { role: "server" }), (raw) =>
+            DefaultWebSocketSession.make(raw, { outgoingFragmentSize: size })))
+        )
+        assert.isTrue(Exit.isFailure(exit) && Exit.hasDies(exit), `size ${size}`)
+      }
     }))
 })

@@ -51,12 +51,15 @@ const marker = (key: string, mark: string, bits: Bits): Extension.WebSocketExten
   })
 })
 
-const setup = (extensions: ReadonlyArray<Extension.WebSocketExtension>) =>
+const setup = (
+  extensions: ReadonlyArray<Extension.WebSocketExtension>,
+  options: DefaultWebSocketSession.DefaultWebSocketSessionOptions = {}
+) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const [ours, theirs] = yield* TestTransport.makePair()
     const raw = yield* RawWebSocket.make(ours, { role: "server", extensions }).pipe(Scope.provide(scope))
-    const session = yield* DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
+    const session = yield* DefaultWebSocketSession.make(raw, options).pipe(Scope.provide(scope))
     return { session, peer: new TestPeer(theirs, "client"), close: Scope.close(scope, Exit.void) }
   })
 
@@ -126,6 +129,21 @@ describe("Extension API", () => {
       yield* peer.send(Frame.text("dab", { rsv1: true }))
       assert.deepStrictEqual(closeOf(yield* peer.next), [1011, "cannot reverse"])
       assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ExtensionError")
+      yield* close
+    }))
+
+  it.effect("outgoingFragmentSize splits the message after the extensions; RSV bits only on the first fragment", () =>
+    Effect.gen(function*() {
+      const { session, peer, close } = yield* setup([Reverse.install({})], { outgoingFragmentSize: 2 })
+      yield* session.send("abcde")
+      const frames = [yield* peer.next, yield* peer.next, yield* peer.next]
+      assert.deepStrictEqual(
+        frames.map((f) => ["fin" in f ? [f._tag, f.fin, f.rsv1] : [f._tag], text(f)].flat()),
+        [["Text", false, true, "ed"], ["Continuation", false, false, "cb"], ["Continuation", true, false, "a"]]
+      )
+      // The peer reassembles it and the extension restores it.
+      yield* peer.send(Frame.text(utf8("ed"), { fin: false, rsv1: true }), Frame.continuation(utf8("cb"), { fin: false }), Frame.continuation(utf8("a")))
+      assert.strictEqual(new TextDecoder().decode((yield* session.receive).payload), "abcde")
       yield* close
     }))
 })

@@ -13,7 +13,7 @@ import {
   RawWebSocket,
   type Transport
 } from "@effect-ws/core"
-import { Cause, Duration, Effect, type Scope } from "effect"
+import { Effect, type Scope } from "effect"
 
 /** Session settings shared by the server and the client (see core's `RawWebSocketOptions` and `DefaultWebSocketSessionOptions`). */
 export interface SessionOptions extends DefaultWebSocketSession.DefaultWebSocketSessionOptions {
@@ -44,25 +44,3 @@ export const startSession = (
     }),
     (raw) => DefaultWebSocketSession.make(raw, options)
   )
-
-const DEFAULT_CLOSE_TIMEOUT = Duration.seconds(10)
-
-/**
- * Runs a handler with a session (`session.run`: success closes with 1000, failure with 1011 and
- * re-raises), then waits until the session's reader and writer have stopped, i.e. our last
- * Close frame was written and the peer's EOF seen, bounded by the close timeout. Without that
- * wait, closing the connection's scope right after the handler could interrupt the writer
- * before an echoed Close is written, and the peer would see 1006. Not applied on interruption
- * (scope closing): the session's own finalizer handles that.
- */
-export const runSession = <A, E, R>(
-  session: DefaultWebSocketSession.WebSocketSession,
-  handler: (session: DefaultWebSocketSession.WebSocketSession) => Effect.Effect<A, E, R>,
-  options: SessionOptions = {}
-): Effect.Effect<A, E, R> => {
-  const closeTimeout = Duration.fromInputUnsafe(options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT)
-  return Effect.onExit(session.run(handler), (exit) =>
-    exit._tag === "Failure" && Cause.hasInterruptsOnly(exit.cause)
-      ? Effect.void
-      : Effect.asVoid(Effect.timeoutOption(session.raw.closed, closeTimeout)))
-}

@@ -26,7 +26,7 @@ import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeTransport from "./NodeTransport.ts"
 import * as ServerHandshake from "./ServerHandshake.ts"
-import { runSession, type SessionOptions, startSession } from "./SessionOptions.ts"
+import { type SessionOptions, startSession } from "./SessionOptions.ts"
 import type { ConnectionHandler } from "./WebSocketServer.ts"
 
 const heads = new WeakMap<Http.IncomingMessage, Buffer>()
@@ -97,7 +97,7 @@ export const handler = <E, R, RV = never>(
       socket.write(response, "latin1")
       const transport = yield* NodeTransport.make(socket, { initialBytes: head })
       const session = yield* startSession(transport, "server", accepted.extensions, options.session)
-      yield* runSession(session, (s) => handler(s, accepted), options.session)
+      yield* session.run((s) => handler(s, accepted))
     }).pipe(
       Effect.scoped,
       Effect.catchCause((cause) => Effect.logDebug("WebSocket connection ended with an error", cause))

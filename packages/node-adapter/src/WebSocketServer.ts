@@ -22,7 +22,7 @@ import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeTransport from "./NodeTransport.ts"
 import * as ServerHandshake from "./ServerHandshake.ts"
-import { runSession, type SessionOptions, startSession } from "./SessionOptions.ts"
+import { type SessionOptions, startSession } from "./SessionOptions.ts"
 
 /** Options of `make` / `layer`. `R` is what the `verify` hook needs. */
 export interface WebSocketServerOptions<R = never> extends ServerHandshake.ServerHandshakeOptions<R> {
@@ -182,7 +182,7 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
       const session = yield* startSession(transport, "server", accepted.extensions, options.session)
       sessions.add(session)
       yield* Effect.addFinalizer(() => Effect.sync(() => sessions.delete(session)))
-      yield* runSession(session, (s) => handler(s, accepted), options.session)
+      yield* session.run((s) => handler(s, accepted))
     }).pipe(
       Effect.scoped,
       Effect.catchCause((cause) =>
