@@ -149,6 +149,13 @@ const DEFAULT_PING_TIMEOUT = Duration.seconds(15)
 /** The default `closeTimeout`: how long a close handshake may take before the transport is destroyed (10 s). */
 export const DEFAULT_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(10)
 const DEFAULT_MAX_FRAGMENTS = 1 << 20
+/**
+ * Scheduler turns the application gets to take the messages that arrived before the peer's bad
+ * input (and to answer them) before the session fails: like `ws`, whose message handlers run
+ * before the parser reaches the bad frame, an immediate reply goes out before the Close, while
+ * a slow application cannot hold the Close back.
+ */
+const DRAIN_TURNS = 64
 
 const NORMAL = CloseReason.CloseReason(1000)
 const GOING_AWAY = CloseReason.CloseReason(1001)
@@ -247,6 +254,9 @@ class Session implements WebSocketSession, FrameHandler {
   private scopeClosing = false
   /** After the session was failed by us, frames are read and discarded. */
   private discarding = false
+  /** A failure caused by the peer's input, held back until the application took the earlier messages. */
+  private pendingFailure: { readonly error: SessionError; readonly reason: CloseReason.CloseReason } | undefined =
+    undefined
   /** Fibers besides the raw ones (pinger, closer, a queue pump), created only when needed. */
   private ownFibers: Array<Fiber.Fiber<unknown, unknown>> | undefined = undefined
   private pingerFiber: Fiber.Fiber<void> | undefined = undefined
@@ -382,16 +392,42 @@ class Session implements WebSocketSession, FrameHandler {
     this.finish(error, reason)
   }
 
+  /**
+   * Fails the session because of the peer's input. While the application still has earlier
+   * messages to take, the failure is held back (`failAfterDrain` applies it); otherwise it is
+   * immediate. Either way nothing after the bad input is processed.
+   */
   private failSession(error: ProtocolViolation | FrameTooBig | ExtensionError | ChannelOverflow): void {
     const reason = error._tag === "ExtensionError"
       ? reasonOf(1011, error.message)
       : error._tag === "ChannelOverflow"
       ? INCOMING_OVERFLOW
       : reasonOf(error.code, error.message)
-    this.fail(error, reason)
     this.discarding = true
     this.open = undefined
     this.buffer = EMPTY
+    if (!this.finished && this.pendingFailure === undefined && Queue.sizeUnsafe(this.incoming) > 0) {
+      this.pendingFailure = { error, reason }
+      return
+    }
+    this.fail(error, reason)
+  }
+
+  /**
+   * Applies a held-back failure after the application took the earlier messages (or after
+   * `DRAIN_TURNS` turns) and had one more turn to answer them, then starts closing.
+   */
+  private get failAfterDrain(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      for (let i = 0; i < DRAIN_TURNS && Queue.sizeUnsafe(this.incoming) > 0 && !this.finished; i++) {
+        yield* Effect.yieldNow
+      }
+      yield* Effect.yieldNow
+      const pending = this.pendingFailure
+      this.pendingFailure = undefined
+      if (pending !== undefined) this.fail(pending.error, pending.reason)
+      yield* this.beginClosing
+    })
   }
 
   private addFiber(fiber: Fiber.Fiber<unknown, unknown>): void {
@@ -480,6 +516,7 @@ class Session implements WebSocketSession, FrameHandler {
           break
       }
     }
+    if (this.pendingFailure !== undefined) return this.failAfterDrain
     return this.finished || this.sentFirst !== undefined ? this.beginClosing : undefined
   }
 
@@ -501,10 +538,11 @@ class Session implements WebSocketSession, FrameHandler {
       } else if (end._tag === "ChannelOverflow") {
         this.finish(end, INCOMING_OVERFLOW) // the raw reader already sent the Close
       } else {
-        this.finish(end, reasonOf(end.code, end.message)) // the raw reader already sent the Close
+        this.failSession(end) // a parser violation: Close 1002/1007/1009 once earlier messages are taken
       }
     }
     Deferred.doneUnsafe(this.handlerDone, Exit.void)
+    if (this.pendingFailure !== undefined) return this.failAfterDrain
     return this.finished ? this.beginClosing : undefined
   }
 

@@ -39,7 +39,10 @@ export interface SendClose {
 export interface FrameHandler {
   /** The frames parsed from one chunk, in order; the array is reused once the returned effect (if any) completed. */
   onFrames(frames: ReadonlyArray<Frame.Frame>): Effect.Effect<void> | undefined
-  /** Called once when no frame will follow: `Cause.Done` after a Close frame, else why the input ended. */
+  /**
+   * Called once when no frame will follow: `Cause.Done` after a Close frame, else why the input
+   * ended. For a `ProtocolViolation`/`FrameTooBig` from the parser the handler sends the Close.
+   */
   onEnd(end: RawIncomingError | Cause.Done): Effect.Effect<void> | undefined
 }
 
@@ -173,7 +176,11 @@ export class WebSocketReader {
         if (after !== undefined) yield* after
       } else if (violation !== undefined) {
         delivering = false
-        self.closeSender.sendClose(CloseReason.CloseReason(violation.code, CloseReason.truncateReason(violation.message)))
+        // A bare raw session closes at once; an attached handler sends the Close itself, once the
+        // messages that came before the violation are with the application.
+        if (self.handler === undefined) {
+          self.closeSender.sendClose(CloseReason.CloseReason(violation.code, CloseReason.truncateReason(violation.message)))
+        }
         const after = self.endWith(fromViolation(violation))
         if (after !== undefined) yield* after
       }

@@ -40,6 +40,50 @@ const payloadText = (m: Frame.Frame) => new TextDecoder().decode(m.payload)
 const replyClose = (peer: TestPeer, reply: Frame.Close = Frame.close(CloseReason.CloseReason(1000))) =>
   Effect.andThen(peer.send(reply), peer.transport.end)
 
+describe("DefaultWebSocketSession: earlier messages before a failure (conformance §3–§5)", () => {
+  /** An echo handler: every message back as it came. */
+  const echo = (session: DefaultWebSocketSession.WebSocketSession) =>
+    Effect.forkChild(Effect.ignore(Stream.runForEach(session.messages, (m) => session.sendFrame(m))))
+
+  it.effect("a message followed by a parser violation in the same chunk is echoed before Close 1002", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* echo(session)
+      // RSV2 without an extension: the parser fails on the second frame of this one write.
+      yield* peer.send(Frame.text("ok"), Frame.make("Text", true, false, true, false, utf8("bad")))
+      const first = yield* peer.next
+      assert.strictEqual(first._tag, "Text")
+      assert.strictEqual(text(first), "ok")
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1002, "RSV bits set without a negotiated extension"])
+      assert.strictEqual((yield* reasonOf(session)).code, 1002)
+      yield* closeAndCheck
+    }))
+
+  it.effect("a message followed by invalid UTF-8 in the same chunk is echoed before Close 1007", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* echo(session)
+      yield* peer.send(Frame.text("ok"), Frame.text(Uint8Array.of(0x61, 0xed, 0xa0, 0x80)))
+      assert.strictEqual(text(yield* peer.next), "ok")
+      assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1007)
+      yield* closeAndCheck
+    }))
+
+  it.effect("an application that does not read cannot hold the Close back; its messages are still delivered in order", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("one"), Frame.text("two"), Frame.make("Binary", true, false, false, true, utf8("bad")))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1002, "RSV bits set without a negotiated extension"])
+      assert.strictEqual(payloadText(yield* session.receive), "one")
+      assert.strictEqual(payloadText(yield* session.receive), "two")
+      const failure = yield* Effect.flip(session.receive)
+      assert.strictEqual(failure._tag, "ProtocolViolation")
+      // Sending after the failure is refused, not silently dropped.
+      assert.strictEqual((yield* Effect.flip(session.send("late")))._tag, "OutgoingClosed")
+      yield* closeAndCheck
+    }))
+})
+
 describe("DefaultWebSocketSession: messages", () => {
   it.effect("§1 framing: messages of boundary lengths echo, in one chunk and one byte at a time", () =>
     Effect.gen(function*() {
