@@ -175,6 +175,7 @@ export const make = Effect.fnUntraced(function*(
   const parser = new FrameParser.FrameParser({
     role: options.role,
     ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
+    ...(transport.allocate === undefined ? {} : { allocate: transport.allocate }),
     allowedRsv: claimedBits(extensions)
   })
   const writer = yield* WebSocketWriter.make(transport, masking, channels.outgoing)

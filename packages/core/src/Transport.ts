@@ -35,4 +35,10 @@ export interface Transport {
    * with why: `Eof` for an orderly close, `Reset` or `Destroyed` otherwise.
    */
   readonly ended: Effect.Effect<TransportClosed>
+  /**
+   * Allocates a buffer for incoming bytes that the session fills completely before reading it
+   * (a frame that spans chunks). Optional: a transport on a platform with uninitialised
+   * allocation (Node's `Buffer.allocUnsafe`) saves zero-filling; the default is `new Uint8Array`.
+   */
+  readonly allocate?: (size: number) => Uint8Array
 }

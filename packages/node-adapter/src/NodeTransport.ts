@@ -211,6 +211,10 @@ export const makeUnsafe = (socket: Net.Socket, options: NodeTransportOptions = {
     write,
     end,
     destroy,
-    ended: Deferred.await(ended)
+    ended: Deferred.await(ended),
+    allocate
   }
 }
+
+/** Uninitialised buffers for frames that span chunks: the parser writes every byte before use. */
+const allocate = (size: number): Uint8Array => Buffer.allocUnsafe(size)
