@@ -62,122 +62,185 @@ export const make = (
  * Same behaviour as `make`. Never throws.
  */
 export const makeUnsafe = (socket: Net.Socket, options: NodeTransportOptions = {}): NodeTransport => {
-  const chunks: Array<Uint8Array> = []
-  if (options.initialBytes !== undefined && options.initialBytes.length > 0) chunks.push(options.initialBytes)
-  /** The peer half-closed (`end` event). */
-  let eof = false
-  /** We called `end`. */
-  let outputEnded = false
-  /** Why the connection broke (Reset) or was destroyed by us (Destroyed); first one wins. */
-  let failure: Errors.TransportClosed | undefined = undefined
-  let reader: (() => void) | undefined = undefined
-  const drainWaiters = new Set<() => void>()
-  const ended = Deferred.makeUnsafe<Errors.TransportClosed>()
+  const transport = new SocketTransport(socket)
+  if (options.initialBytes !== undefined && options.initialBytes.length > 0) transport.chunks.push(options.initialBytes)
+  const owned = socket as TransportSocket
+  owned[kTransport] = transport
+  socket.on("data", onSocketData)
+  socket.on("end", onSocketEnd)
+  socket.on("error", onSocketError)
+  socket.on("drain", onSocketDrain)
+  socket.on("close", onSocketClose)
+  if (options.noDelay !== false && typeof socket.setNoDelay === "function") socket.setNoDelay(true)
+  if (socket.destroyed) transport.onClose()
+  else if (transport.chunks.length > 0) socket.pause()
+  else socket.resume()
+  return transport
+}
 
-  const settle = (reason: Errors.TransportClosed): void => {
-    Deferred.doneUnsafe(ended, Effect.succeed(reason))
+const kTransport: unique symbol = Symbol("effect-ws/NodeTransport")
+
+/** A socket wrapped by a transport: the listeners below are shared by every socket and find it here. */
+interface TransportSocket extends Net.Socket {
+  [kTransport]?: SocketTransport
+}
+
+function onSocketData(this: TransportSocket, data: Buffer): void {
+  this[kTransport]?.onData(data)
+}
+function onSocketEnd(this: TransportSocket): void {
+  this[kTransport]?.onEnd()
+}
+function onSocketError(this: TransportSocket, error: Error): void {
+  this[kTransport]?.fail(new Errors.TransportClosed({ reason: "Reset", cause: error }))
+}
+function onSocketDrain(this: TransportSocket): void {
+  this[kTransport]?.wakeWriters()
+}
+function onSocketClose(this: TransportSocket): void {
+  this[kTransport]?.onClose()
+}
+
+/** The state of one transport, in one object: no closures per connection beyond what is in use. */
+class SocketTransport implements NodeTransport {
+  readonly socket: Net.Socket
+  readonly chunks: Array<Uint8Array> = []
+  /** The peer half-closed (`end` event). */
+  private eof = false
+  /** We called `end`. */
+  private outputEnded = false
+  /** Why the connection broke (Reset) or was destroyed by us (Destroyed); first one wins. */
+  private failure: Errors.TransportClosed | undefined = undefined
+  /** Why the transport ended, once it did (first one wins). */
+  private endReason: Errors.TransportClosed | undefined = undefined
+  private endedDeferred: Deferred.Deferred<Errors.TransportClosed> | undefined = undefined
+  private reader: (() => void) | undefined = undefined
+  private drainWaiters: Array<() => void> | undefined = undefined
+  private readEffect: Effect.Effect<Uint8Array, Errors.TransportClosed> | undefined = undefined
+  private endEffect: Effect.Effect<void> | undefined = undefined
+  private destroyEffect: Effect.Effect<void> | undefined = undefined
+  readonly allocate = allocate
+
+  constructor(socket: Net.Socket) {
+    this.socket = socket
   }
-  const wakeReader = (): void => {
-    const wake = reader
+
+  bufferedInput(): number {
+    return this.chunks.length
+  }
+
+  private settle(reason: Errors.TransportClosed): void {
+    if (this.endReason !== undefined) return
+    this.endReason = reason
+    if (this.endedDeferred !== undefined) Deferred.doneUnsafe(this.endedDeferred, Effect.succeed(reason))
+  }
+
+  get ended(): Effect.Effect<Errors.TransportClosed> {
+    return Effect.suspend(() => {
+      if (this.endReason !== undefined) return Effect.succeed(this.endReason)
+      return Deferred.await(this.endedDeferred ??= Deferred.makeUnsafe<Errors.TransportClosed>())
+    })
+  }
+
+  private wakeReader(): void {
+    const wake = this.reader
     if (wake !== undefined) wake()
   }
-  const wakeWriters = (): void => {
-    if (drainWaiters.size === 0) return
-    const waiters = Array.from(drainWaiters)
-    drainWaiters.clear()
+
+  wakeWriters(): void {
+    const waiters = this.drainWaiters
+    if (waiters === undefined || waiters.length === 0) return
+    this.drainWaiters = undefined
     for (const wake of waiters) wake()
   }
-  const fail = (reason: Errors.TransportClosed): void => {
-    if (failure === undefined) failure = reason
-    chunks.length = 0
-    wakeReader()
-    wakeWriters()
+
+  fail(reason: Errors.TransportClosed): void {
+    if (this.failure === undefined) this.failure = reason
+    this.chunks.length = 0
+    this.wakeReader()
+    this.wakeWriters()
   }
 
-  const onData = (data: Buffer): void => {
-    if (failure !== undefined || data.length === 0) return
-    chunks.push(data)
-    if (reader !== undefined) wakeReader()
+  onData(data: Buffer): void {
+    if (this.failure !== undefined || data.length === 0) return
+    this.chunks.push(data)
+    if (this.reader !== undefined) this.wakeReader()
     // Still not taken (no reader waiting): stop the flow until `read` takes it.
-    if (chunks.length > 0) socket.pause()
-  }
-  const onEnd = (): void => {
-    eof = true
-    wakeReader()
-  }
-  const onError = (error: Error): void => {
-    fail(new Errors.TransportClosed({ reason: "Reset", cause: error }))
-  }
-  const onDrain = (): void => wakeWriters()
-  const onClose = (): void => {
-    if (failure === undefined) {
-      // Closed without an error and without our destroy: orderly only if both sides ended.
-      if (!(eof && outputEnded)) fail(new Errors.TransportClosed({ reason: "Reset" }))
-    }
-    socket.off("data", onData)
-    wakeReader()
-    wakeWriters()
-    settle(failure ?? EOF)
+    if (this.chunks.length > 0) this.socket.pause()
   }
 
-  socket.on("data", onData)
-  socket.on("end", onEnd)
-  socket.on("error", onError)
-  socket.on("drain", onDrain)
-  socket.on("close", onClose)
-  if (options.noDelay !== false && typeof socket.setNoDelay === "function") socket.setNoDelay(true)
-  if (socket.destroyed) onClose()
-  else if (chunks.length > 0) socket.pause()
-  else socket.resume()
+  onEnd(): void {
+    this.eof = true
+    this.wakeReader()
+  }
+
+  onClose(): void {
+    if (this.failure === undefined) {
+      // Closed without an error and without our destroy: orderly only if both sides ended.
+      if (!(this.eof && this.outputEnded)) this.fail(new Errors.TransportClosed({ reason: "Reset" }))
+    }
+    this.socket.off("data", onSocketData)
+    this.wakeReader()
+    this.wakeWriters()
+    this.settle(this.failure ?? EOF)
+  }
 
   /** The next chunk, the reason input is over, or `undefined` when the reader must wait. */
-  const tryRead = (): Uint8Array | Errors.TransportClosed | undefined => {
-    if (failure !== undefined) return failure
-    const chunk = chunks.shift()
+  private tryRead(): Uint8Array | Errors.TransportClosed | undefined {
+    if (this.failure !== undefined) return this.failure
+    const chunk = this.chunks.shift()
     if (chunk !== undefined) {
-      if (chunks.length === 0 && !eof) socket.resume()
+      if (this.chunks.length === 0 && !this.eof) this.socket.resume()
       return chunk
     }
-    return eof ? EOF : undefined
+    return this.eof ? EOF : undefined
   }
 
-  const read: Effect.Effect<Uint8Array, Errors.TransportClosed> = Effect.suspend(() => {
-    const first = tryRead()
-    if (first instanceof Uint8Array) return Effect.succeed(first)
-    if (first !== undefined) return Effect.fail(first)
-    return Effect.callback<Uint8Array, Errors.TransportClosed>((resume) => {
-      reader = () => {
-        const next = tryRead()
-        if (next === undefined) return
-        reader = undefined
-        resume(next instanceof Uint8Array ? Effect.succeed(next) : Effect.fail(next))
-      }
-      return Effect.sync(() => {
-        reader = undefined
+  get read(): Effect.Effect<Uint8Array, Errors.TransportClosed> {
+    return this.readEffect ??= Effect.suspend(() => {
+      const first = this.tryRead()
+      if (first instanceof Uint8Array) return Effect.succeed(first)
+      if (first !== undefined) return Effect.fail(first)
+      return Effect.callback<Uint8Array, Errors.TransportClosed>((resume) => {
+        this.reader = () => {
+          const next = this.tryRead()
+          if (next === undefined) return
+          this.reader = undefined
+          resume(next instanceof Uint8Array ? Effect.succeed(next) : Effect.fail(next))
+        }
+        return Effect.sync(() => {
+          this.reader = undefined
+        })
       })
     })
-  })
+  }
 
-  const writeFailure = (): Errors.TransportClosed | undefined =>
-    failure ?? (outputEnded || socket.writableEnded ? ENDED : undefined)
+  private writeFailure(): Errors.TransportClosed | undefined {
+    return this.failure ?? (this.outputEnded || this.socket.writableEnded ? ENDED : undefined)
+  }
 
-  const waitDrain: Effect.Effect<void, Errors.TransportClosed> = Effect.callback<void, Errors.TransportClosed>((resume) => {
-    const wake = (): void => {
-      const problem = writeFailure()
-      if (problem !== undefined) resume(Effect.fail(problem))
-      else if (!socket.writableNeedDrain) resume(Effect.void)
-      else drainWaiters.add(wake)
-    }
-    drainWaiters.add(wake)
-    return Effect.sync(() => {
-      drainWaiters.delete(wake)
+  private get waitDrain(): Effect.Effect<void, Errors.TransportClosed> {
+    return Effect.callback<void, Errors.TransportClosed>((resume) => {
+      const wake = (): void => {
+        const problem = this.writeFailure()
+        if (problem !== undefined) resume(Effect.fail(problem))
+        else if (!this.socket.writableNeedDrain) resume(Effect.void)
+        else (this.drainWaiters ??= []).push(wake)
+      }
+      ;(this.drainWaiters ??= []).push(wake)
+      return Effect.sync(() => {
+        const waiters = this.drainWaiters
+        const index = waiters === undefined ? -1 : waiters.indexOf(wake)
+        if (index !== -1) waiters!.splice(index, 1)
+      })
     })
-  })
+  }
 
-  const write = (batch: ReadonlyArray<Uint8Array>): Effect.Effect<void, Errors.TransportClosed> =>
+  readonly write = (batch: ReadonlyArray<Uint8Array>): Effect.Effect<void, Errors.TransportClosed> =>
     Effect.suspend(() => {
-      const problem = writeFailure()
+      const problem = this.writeFailure()
       if (problem !== undefined) return Effect.fail(problem)
+      const socket = this.socket
       let ok = true
       if (batch.length === 1) {
         ok = socket.write(batch[0]!)
@@ -188,31 +251,24 @@ export const makeUnsafe = (socket: Net.Socket, options: NodeTransportOptions = {
         }
         socket.uncork()
       }
-      return ok && !socket.writableNeedDrain ? Effect.void : waitDrain
+      return ok && !socket.writableNeedDrain ? Effect.void : this.waitDrain
     })
 
-  const end: Effect.Effect<void> = Effect.sync(() => {
-    if (outputEnded || failure !== undefined) return
-    outputEnded = true
-    socket.end()
-    wakeWriters()
-  })
+  get end(): Effect.Effect<void> {
+    return this.endEffect ??= Effect.sync(() => {
+      if (this.outputEnded || this.failure !== undefined) return
+      this.outputEnded = true
+      this.socket.end()
+      this.wakeWriters()
+    })
+  }
 
-  const destroy: Effect.Effect<void> = Effect.sync(() => {
-    if (failure === undefined) fail(DESTROYED)
-    if (!socket.destroyed) socket.destroy()
-    settle(failure ?? DESTROYED)
-  })
-
-  return {
-    socket,
-    bufferedInput: () => chunks.length,
-    read,
-    write,
-    end,
-    destroy,
-    ended: Deferred.await(ended),
-    allocate
+  get destroy(): Effect.Effect<void> {
+    return this.destroyEffect ??= Effect.sync(() => {
+      if (this.failure === undefined) this.fail(DESTROYED)
+      if (!this.socket.destroyed) this.socket.destroy()
+      this.settle(this.failure ?? DESTROYED)
+    })
   }
 }
 

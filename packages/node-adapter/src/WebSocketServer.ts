@@ -17,7 +17,7 @@
  */
 import { CloseReason, Handshake } from "@effect-ws/codec"
 import type { DefaultWebSocketSession } from "@effect-ws/core"
-import { Cause, Context, Data, Duration, Effect, FiberSet, Layer, type Scope } from "effect"
+import { Cause, Context, Data, Duration, Effect, type Exit, Fiber, Layer, References, Scope } from "effect"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeTransport from "./NodeTransport.ts"
@@ -107,6 +107,44 @@ const respond = (response: Http.ServerResponse, rejection: Handshake.HandshakeRe
   response.end(body)
 }
 
+/** What the server keeps per TCP connection, in one record (reachable from the socket). */
+interface Connection {
+  readonly socket: Net.Socket
+  /** The handshake timer, until the 101 was written or the socket closed. */
+  timer: ReturnType<typeof setTimeout> | undefined
+  /** The connection's fiber, while it runs. */
+  fiber: Fiber.Fiber<void> | undefined
+  /** The session, while the connection's fiber runs it. */
+  session: DefaultWebSocketSession.WebSocketSession | undefined
+  socketClosed: boolean
+}
+
+const kConnection: unique symbol = Symbol("effect-ws/connection")
+
+/** A socket of this server, with its connection record. */
+interface ConnectionSocket extends Net.Socket {
+  [kConnection]?: Connection
+}
+
+const ignore = (): void => {}
+
+const destroySocket = (socket: Net.Socket): void => {
+  socket.destroy()
+}
+
+const clearHandshakeTimer = (connection: Connection): void => {
+  if (connection.timer === undefined) return
+  clearTimeout(connection.timer)
+  connection.timer = undefined
+}
+
+/** The log annotations of a connection's fiber: the inherited ones plus `remoteAddress` and `url`. */
+const connectionAnnotations = (
+  inherited: Readonly<Record<string, unknown>>,
+  socket: Net.Socket,
+  url: string
+): Readonly<Record<string, unknown>> => ({ ...inherited, remoteAddress: socket.remoteAddress ?? "unknown", url })
+
 /**
  * Starts a server in the current scope and returns once it listens. Each accepted connection runs
  * `handler` in its own fiber; handler failures close that session with 1011 and are logged at
@@ -120,9 +158,12 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   const handshakeTimeout = Duration.toMillis(Duration.fromInputUnsafe(options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT))
   const shutdownTimeout = Duration.fromInputUnsafe(options.shutdownTimeout ?? DEFAULT_SHUTDOWN_TIMEOUT)
   const maxHeaders = options.maxHeaders ?? ServerHandshake.DEFAULT_MAX_HEADERS
-  const sockets = new Set<Net.Socket>()
-  const timers = new Map<Net.Socket, ReturnType<typeof setTimeout>>()
-  const sessions = new Set<DefaultWebSocketSession.WebSocketSession>()
+  /** Every connection whose socket is open or whose fiber still runs (one entry each, its state in the record). */
+  const connections = new Set<Connection>()
+  let openSockets = 0
+  let openSessions = 0
+  const context = yield* Effect.context<R | RV>()
+  const baseAnnotations = Context.get(context, References.CurrentLogAnnotations)
 
   const server = Http.createServer({
     maxHeaderSize: options.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE
@@ -131,21 +172,29 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   // ServerHandshake.validate checks the same limit on the parsed request.
   server.maxHeadersCount = maxHeaders
 
-  const clearHandshakeTimer = (socket: Net.Socket): void => {
-    const timer = timers.get(socket)
-    if (timer === undefined) return
-    clearTimeout(timer)
-    timers.delete(socket)
+  /** Listeners shared by every socket (`this` is the socket): no closures per connection. */
+  function onSocketClose(this: ConnectionSocket): void {
+    const connection = this[kConnection]
+    if (connection === undefined || connection.socketClosed) return
+    connection.socketClosed = true
+    openSockets--
+    clearHandshakeTimer(connection)
+    if (connection.fiber === undefined) connections.delete(connection)
   }
 
-  server.on("connection", (socket: Net.Socket) => {
-    sockets.add(socket)
-    socket.on("error", () => {}) // errors surface through the transport (or just end a handshake)
-    timers.set(socket, setTimeout(() => socket.destroy(), handshakeTimeout))
-    socket.once("close", () => {
-      clearHandshakeTimer(socket)
-      sockets.delete(socket)
-    })
+  server.on("connection", (socket: ConnectionSocket) => {
+    const connection: Connection = {
+      socket,
+      timer: setTimeout(destroySocket, handshakeTimeout, socket),
+      fiber: undefined,
+      session: undefined,
+      socketClosed: false
+    }
+    socket[kConnection] = connection
+    connections.add(connection)
+    openSockets++
+    socket.on("error", ignore) // errors surface through the transport (or just end a handshake)
+    socket.on("close", onSocketClose)
   })
 
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Net.Socket) => {
@@ -171,32 +220,79 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     )
   })
 
-  const connection = (request: Http.IncomingMessage, socket: Net.Socket, head: Buffer) =>
-    Effect.gen(function*() {
-      if (options.path !== undefined && pathOf(request.url) !== options.path) {
-        return yield* ServerHandshake.writeRejection(socket, Handshake.makeRejection(404, "Not Found"))
-      }
-      const accepted = yield* ServerHandshake.accept(request, socket, options)
-      clearHandshakeTimer(socket)
-      const transport = yield* NodeTransport.make(socket, { initialBytes: head })
-      const session = yield* startSession(transport, "server", accepted.extensions, options.session)
-      sessions.add(session)
-      yield* Effect.addFinalizer(() => Effect.sync(() => sessions.delete(session)))
-      yield* session.run((s) => handler(s, accepted))
-    }).pipe(
-      Effect.scoped,
-      Effect.catchCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logDebug("WebSocket connection ended with an error", cause)
-      ),
-      Effect.annotateLogs({ remoteAddress: socket.remoteAddress ?? "unknown", url: request.url ?? "" })
+  /** The accepted part of a connection: transport and session in the connection's scope, then the handler. */
+  const serve = (
+    connection: Connection,
+    accepted: ServerHandshake.AcceptedUpgrade,
+    head: Buffer
+  ): Effect.Effect<void, unknown, R | Scope.Scope> => {
+    clearHandshakeTimer(connection)
+    return Effect.flatMap(
+      NodeTransport.make(connection.socket, { initialBytes: head }),
+      (transport) =>
+        Effect.flatMap(startSession(transport, "server", accepted.extensions, options.session), (session) => {
+          connection.session = session
+          openSessions++
+          return session.run((s) => handler(s, accepted))
+        })
     )
+  }
 
-  // Connection fibers; registered before the graceful-close finalizer, so they are interrupted after it.
-  const fibers = yield* FiberSet.make<void, never>()
-  const runFork = yield* FiberSet.runtime(fibers)<R | RV>()
-  server.on("upgrade", (request: Http.IncomingMessage, socket: Net.Socket, head: Buffer) => {
-    runFork(connection(request, socket, head))
-  })
+  /**
+   * One connection, run in its own fiber whose context holds the connection's scope and log
+   * annotations (built once here instead of `Effect.scoped` / `Effect.annotateLogs` layers on the
+   * fiber's stack). The request is only read before the handshake completes: nothing here keeps it
+   * (the handler's `AcceptedUpgrade` does, for as long as the handler holds it).
+   */
+  const runConnection = (request: Http.IncomingMessage, socket: ConnectionSocket, head: Buffer): void => {
+    const connection = socket[kConnection]
+    if (connection === undefined || connection.fiber !== undefined) {
+      socket.destroy()
+      return
+    }
+    const scope = Scope.makeUnsafe()
+    // Handed to the handshake once and forgotten: the fiber's stack (the `onExit` below) keeps
+    // this effect for the whole connection, so it must not keep the request or the head buffer.
+    let pendingRequest: Http.IncomingMessage | undefined = request
+    let pendingHead: Buffer | undefined = head
+    const effect: Effect.Effect<void, unknown, R | RV | Scope.Scope> = Effect.suspend(() => {
+      const upgrade = pendingRequest!
+      const initialBytes = pendingHead!
+      pendingRequest = undefined
+      pendingHead = undefined
+      if (options.path !== undefined && pathOf(upgrade.url) !== options.path) {
+        return ServerHandshake.writeRejection(socket, Handshake.makeRejection(404, "Not Found"))
+      }
+      return Effect.flatMap(
+        ServerHandshake.accept(upgrade, socket, options),
+        (accepted) => serve(connection, accepted, initialBytes)
+      )
+    })
+    const ended = (exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
+      if (connection.session !== undefined) {
+        connection.session = undefined
+        openSessions--
+      }
+      return Effect.andThen(Scope.close(scope, exit), Effect.sync(() => {
+        connection.fiber = undefined
+        if (connection.socketClosed) connections.delete(connection)
+      }))
+    }
+    const annotations = connectionAnnotations(baseAnnotations, socket, request.url ?? "")
+    const fiber = Effect.runForkWith(
+      Context.add(Context.add(context, Scope.Scope, scope), References.CurrentLogAnnotations, annotations)
+    )(
+      Effect.onExit(effect, ended).pipe(
+        Effect.catchCause((cause) =>
+          Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logDebug("WebSocket connection ended with an error", cause)
+        )
+      )
+    )
+    // A connection that already ended (a rejection written synchronously) leaves no fiber behind.
+    if (fiber.pollUnsafe() === undefined) connection.fiber = fiber
+    else if (connection.socketClosed) connections.delete(connection)
+  }
+  server.on("upgrade", runConnection)
 
   yield* Effect.acquireRelease(
     Effect.callback<void, WebSocketServerError>((resume) => {
@@ -210,15 +306,18 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     }),
     () =>
       Effect.callback<void>((resume) => {
-        for (const timer of timers.values()) clearTimeout(timer)
-        timers.clear()
+        const open: Array<Net.Socket> = []
+        for (const connection of connections) {
+          clearHandshakeTimer(connection)
+          if (!connection.socketClosed) open.push(connection.socket)
+        }
         server.closeAllConnections()
         // Wait for every socket's `close` (prompt after `destroy`) and for the listener to close.
-        let pending = sockets.size + 1
+        let pending = open.length + 1
         const settled = () => {
           if (--pending === 0) resume(Effect.void)
         }
-        for (const socket of sockets) {
+        for (const socket of open) {
           socket.once("close", settled)
           socket.destroy()
         }
@@ -227,17 +326,21 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
       })
   )
 
-  // Graceful shutdown: stop accepting, Close 1001 to every open session, bounded wait, then interrupt.
+  // Graceful shutdown: stop accepting, Close 1001 to every open session, bounded wait, then
+  // interrupt the connection fibers (before the release above destroys the sockets).
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       server.close()
-      const open = Array.from(sessions)
+      const open: Array<DefaultWebSocketSession.WebSocketSession> = []
+      for (const connection of connections) if (connection.session !== undefined) open.push(connection.session)
       yield* Effect.forEach(
         open,
         (session) => Effect.andThen(Effect.ignore(session.close(GOING_AWAY)), session.awaitClose),
         { concurrency: "unbounded", discard: true }
       ).pipe(Effect.timeoutOption(shutdownTimeout))
-      yield* FiberSet.clear(fibers)
+      const fibers: Array<Fiber.Fiber<void>> = []
+      for (const connection of connections) if (connection.fiber !== undefined) fibers.push(connection.fiber)
+      yield* Fiber.interruptAll(fibers)
     })
   )
 
@@ -245,8 +348,8 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   return {
     address,
     port: address.port,
-    connections: () => sockets.size,
-    sessions: () => sessions.size
+    connections: () => openSockets,
+    sessions: () => openSessions
   }
 })
 
