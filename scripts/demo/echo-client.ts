@@ -6,16 +6,16 @@
  * usage error. One line on stderr says how it ended.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { WebSocketClient } from "@effect-ws/node-adapter"
+import { PerMessageDeflate, WebSocketClient } from "@effect-ws/node-adapter"
 import { Effect, Stream } from "effect"
 
 /** Close codes that count as a clean end. */
 const CLEAN = new Set([1000, 1001, 1005])
 
-/** Echoes until the session ends; succeeds with the close reason, fails with how it went wrong. */
+/** Echoes until the session ends (offering permessage-deflate); succeeds with the close reason, fails with how it went wrong. */
 export const echoClient = (url: string) =>
   Effect.gen(function*() {
-    const { session } = yield* WebSocketClient.connect(url)
+    const { session } = yield* WebSocketClient.connect(url, { extensions: PerMessageDeflate.extensions() })
     yield* Stream.runForEach(session.messages, (message) => session.sendFrame(message))
     return yield* session.awaitClose
   }).pipe(Effect.scoped)

@@ -3,13 +3,14 @@
  * - `/`: a small chat page (HTML + the browser's native `WebSocket`),
  * - `/chat`: the chat room (every text message is broadcast to every member),
  * - `/echo`: an echo endpoint (every message sent back exactly as received).
+ * Both WebSocket endpoints accept permessage-deflate (RFC 7692) when the client offers it.
  * The WebSocket endpoints are routes of an `effect/http` router on `@effect/platform-node`'s
  * `NodeHttpServer`, next to the page. One log line per connection when it ends; SIGINT/SIGTERM
  * shut down cleanly: open sessions get Close 1001 within a second, then the process exits.
  */
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
-import { WebSocketRoute } from "@effect-ws/node-adapter"
+import { PerMessageDeflate, WebSocketRoute } from "@effect-ws/node-adapter"
 import type { AcceptedUpgrade } from "@effect-ws/node-adapter/ServerHandshake"
 import { Config, Effect, Layer } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
@@ -38,8 +39,16 @@ const session = { pingInterval: "30 seconds", pingTimeout: "15 seconds" } as con
 const routes = Layer.mergeAll(
   HttpRouter.add("GET", "/", HttpServerResponse.html(chatPage)),
   // Every method reaches the WebSocket handlers, so a non-GET upgrade gets 405 rather than 404.
-  HttpRouter.add("*", "/chat", WebSocketRoute.handler(logged("/chat", chat), { session: { ...session, maxMessageSize: 64 * 1024 } })),
-  HttpRouter.add("*", "/echo", WebSocketRoute.handler(logged("/echo", echo), { session }))
+  // Both offer permessage-deflate (browsers ask for it); the inflated-size limit matches the session's.
+  HttpRouter.add(
+    "*",
+    "/chat",
+    WebSocketRoute.handler(logged("/chat", chat), {
+      session: { ...session, maxMessageSize: 64 * 1024 },
+      extensions: PerMessageDeflate.extensions({ maxMessageSize: 64 * 1024 })
+    })
+  ),
+  HttpRouter.add("*", "/echo", WebSocketRoute.handler(logged("/echo", echo), { session, extensions: PerMessageDeflate.extensions() }))
 )
 
 /** The whole demo as a layer: the router served on `host:port` (0: an ephemeral port), with one chat room. */

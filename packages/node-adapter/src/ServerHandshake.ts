@@ -10,9 +10,10 @@
  */
 import { type ExtensionHeader, Handshake } from "@effect-ws/codec"
 import { Extension } from "@effect-ws/core"
-import { Cause, Data, Effect } from "effect"
+import { Cause, Data, Effect, Scope } from "effect"
 import type * as Http from "node:http"
 import type * as Net from "node:net"
+import { releaseExtensions } from "./PerMessageDeflate.ts"
 
 /**
  * The handshake was refused with an HTTP error response (already written, socket closing):
@@ -200,7 +201,8 @@ export const negotiate = Effect.fnUntraced(function*<R = never>(
  * Runs the whole server handshake on a socket node:http handed over: `negotiate`, then writes
  * the 101 response. On refusal the error response is written, the socket half-closed, and the
  * effect fails with the `UpgradeRejected`. The caller keeps ownership of the socket either way
- * (and of bytes already read past the head).
+ * (and of bytes already read past the head). When run in a scope (the connection's), the
+ * negotiated extensions' resources (permessage-deflate's zlib contexts) are released when it closes.
  */
 export const accept = <R = never>(
   request: Http.IncomingMessage,
@@ -209,9 +211,13 @@ export const accept = <R = never>(
 ): Effect.Effect<AcceptedUpgrade, UpgradeRejected, R> =>
   negotiate(request, options).pipe(
     Effect.tapError((rejected) => writeRejection(socket, rejectionOf(rejected))),
-    Effect.map(({ response, ...accepted }) => {
+    Effect.flatMap(({ response, ...accepted }) => {
       // If the client already went away, the write fails quietly and the transport reports Reset.
       if (!socket.destroyed) socket.write(response, "latin1")
-      return accepted
+      if (accepted.extensions.length === 0) return Effect.succeed(accepted)
+      return Effect.flatMap(Effect.serviceOption(Scope.Scope), (scope) =>
+        scope._tag === "None"
+          ? Effect.succeed(accepted)
+          : Effect.as(Scope.addFinalizer(scope.value, releaseExtensions(accepted.extensions)), accepted))
     })
   )

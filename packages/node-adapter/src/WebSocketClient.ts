@@ -13,6 +13,7 @@ import { Data, Duration, Effect, type Scope } from "effect"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
 import * as NodeTransport from "./NodeTransport.ts"
+import { releaseExtensions } from "./PerMessageDeflate.ts"
 import { type SessionOptions, startSession } from "./SessionOptions.ts"
 
 /** Options of `connect`. */
@@ -191,7 +192,8 @@ const readResponseHead = (socket: Net.Socket, maxHeaderBytes: number) =>
  * Fails with `WebSocketConnectError` (bad URL or options, connection/TLS failure, timeouts,
  * connection closed or non-HTTP data before the response head) or `WebSocketUpgradeFailed`
  * (an HTTP error status with its headers, a wrong `Sec-WebSocket-Accept`, an unoffered
- * subprotocol or extension, ...), or `ExtensionConflict` when two accepted extensions claim the
+ * subprotocol or extension, an extension answer the offering extension refuses such as invalid
+ * permessage-deflate parameters: `InvalidExtensions`, ...), or `ExtensionConflict` when two accepted extensions claim the
  * same RSV bit.
  */
 export const connect = Effect.fnUntraced(function*(
@@ -245,6 +247,19 @@ export const connect = Effect.fnUntraced(function*(
     })
   }
   const extensions = offered.filter((e) => e.clientNegotiation(accepted.extensions))
+  // An extension the server answered but whose answer it refused (invalid parameters) fails the connection.
+  const refused = offered.find((e) =>
+    !extensions.includes(e) && e.protocols.some((p) => accepted.extensions.some((a) => a.name === p.name))
+  )
+  if (refused !== undefined) {
+    return yield* new WebSocketUpgradeFailed({
+      kind: "InvalidExtensions",
+      message: `The server's ${refused.key} response is not acceptable`,
+      status: head.status ?? 0,
+      headers: head.headers
+    })
+  }
+  yield* Effect.addFinalizer(() => releaseExtensions(extensions))
   const transport = yield* NodeTransport.make(socket, { initialBytes: rest })
   const session = yield* startSession(transport, "client", extensions, options.session)
   return { session, protocol: accepted.protocol, extensions, headers: head.headers }

@@ -25,6 +25,7 @@ import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeTransport from "./NodeTransport.ts"
+import { releaseExtensions } from "./PerMessageDeflate.ts"
 import * as ServerHandshake from "./ServerHandshake.ts"
 import { type SessionOptions, startSession } from "./SessionOptions.ts"
 import type { ConnectionHandler } from "./WebSocketServer.ts"
@@ -95,6 +96,8 @@ export const handler = <E, R, RV = never>(
     const socket = request.socket
     yield* Effect.gen(function*() {
       socket.write(response, "latin1")
+      // Registered first, so it runs after the session's finalizers (zlib contexts of permessage-deflate).
+      yield* Effect.addFinalizer(() => releaseExtensions(accepted.extensions))
       const transport = yield* NodeTransport.make(socket, { initialBytes: head })
       const session = yield* startSession(transport, "server", accepted.extensions, options.session)
       yield* session.run((s) => handler(s, accepted))

@@ -10,6 +10,8 @@ export * as EffectSocket from "./EffectSocket.ts"
 /** Effect's `SocketServer` on our `WebSocketServer`, for `RpcServer.layerProtocolSocketServer`. */
 export * as EffectSocketServer from "./EffectSocketServer.ts"
 export * as NodeTransport from "./NodeTransport.ts"
+/** permessage-deflate (RFC 7692) on node:zlib, for `extensions` of servers, routes and clients. */
+export * as PerMessageDeflate from "./PerMessageDeflate.ts"
 export * as ServerHandshake from "./ServerHandshake.ts"
 export * as SessionOptions from "./SessionOptions.ts"
 export * as WebSocketClient from "./WebSocketClient.ts"
