@@ -24,6 +24,7 @@ export type ViolationKind =
   | "InvalidCloseCode"
   | "CloseReasonTooLong"
   | "InvalidUtf8"
+  | "InvalidCompressedData"
   | "MessageTooBig"
   | "TooManyFragments"
 

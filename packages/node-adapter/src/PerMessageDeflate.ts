@@ -364,7 +364,7 @@ class Instance implements PerMessageDeflateExtension {
         case "Failed":
           return Effect.fail(
             new Errors.ProtocolViolation({
-              kind: "ReservedBits",
+              kind: "InvalidCompressedData",
               code: 1002,
               message: `Invalid permessage-deflate data: ${outcome.error.message}`.slice(0, 120)
             })

@@ -175,6 +175,7 @@ describe("PerMessageDeflate messages", () => {
       )
       assert.strictEqual(corrupt._tag, "ProtocolViolation")
       assert.strictEqual(corrupt._tag === "ProtocolViolation" ? corrupt.code : 0, 1002)
+      assert.strictEqual(corrupt._tag === "ProtocolViolation" ? corrupt.kind : "", "InvalidCompressedData")
     }))
 })
 
