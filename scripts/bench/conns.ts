@@ -18,8 +18,7 @@
  * raised. Ratios are ours / ws (< 1 is better for everything but connections/s).
  */
 import { existsSync, readFileSync } from "node:fs"
-import * as Os from "node:os"
-import { Child, fmt, guardChildren, openFileLimit, type ServerStats } from "./ipc.ts"
+import { type Child, fmt, openFileLimit, type Server, type ServerStats, withBench } from "./ipc.ts"
 import type { OpenResult } from "./load.ts"
 
 const TARGET = Math.max(1, Number(process.env["BENCH_CONNS"] ?? 5_000) || 5_000)
@@ -35,12 +34,6 @@ const ephemeralPorts = (): number => {
   if (!existsSync(file)) return Number.POSITIVE_INFINITY
   const [low, high] = readFileSync(file, "utf8").trim().split(/\s+/).map(Number)
   return low !== undefined && high !== undefined ? high - low + 1 : Number.POSITIVE_INFINITY
-}
-
-interface Server {
-  readonly name: "ours" | "ws"
-  readonly child: Child
-  port: number
 }
 
 interface Measured {
@@ -107,22 +100,10 @@ const measure = async (generator: Child, server: Server, count: number): Promise
 }
 
 const main = async () => {
-  guardChildren(15 * 60_000)
   const limit = openFileLimit()
   const ports = ephemeralPorts()
   const count = Math.max(1, Math.min(TARGET, limit - FD_RESERVE, ports - 1_000))
-  const ours: Server = { name: "ours", child: new Child("ours", "./servers/ours.ts", ["--expose-gc"]), port: 0 }
-  const ws: Server = { name: "ws", child: new Child("ws", "./servers/ws.ts", ["--expose-gc"]), port: 0 }
-  const generator = new Child("generator", "./load.ts", [])
-  try {
-    ours.port = (await ours.child.waitReady())["port"] as number
-    ws.port = (await ws.child.waitReady())["port"] as number
-    await generator.waitReady()
-
-    const cpus = Os.cpus()
-    console.log(
-      `connections benchmark: Node ${process.version}, ${cpus.length} × ${cpus[0]?.model ?? "?"}, load average ${Os.loadavg().map((x) => x.toFixed(2)).join(" ")}`
-    )
+  await withBench("connections benchmark", () => ["--expose-gc"], async ({ ours, ws, generator }) => {
     console.log(
       `ulimit -n ${limit}, ${Number.isFinite(ports) ? ports : "unknown"} ephemeral ports: ${fmt(count)} connections per server` +
         (count < TARGET
@@ -160,9 +141,7 @@ const main = async () => {
     row("heapUsed left per connection after closing all (B)", (m) => (m.closed.heapUsed - m.baseline.heapUsed) / m.open.opened, 0)
     row("baseline RSS (MiB)", (m) => m.baseline.rss / 2 ** 20, 1)
     row("baseline heapUsed (MiB)", (m) => m.baseline.heapUsed / 2 ** 20, 1)
-  } finally {
-    await Promise.all([generator.stop(), ours.child.stop(), ws.child.stop()])
-  }
+  })
 }
 
 await main()

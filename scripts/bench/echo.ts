@@ -20,7 +20,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { Child, fmt, guardChildren, median, type ServerStats } from "./ipc.ts"
+import { type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
 import type { EchoParams, EchoResult } from "./load.ts"
 import { printTopFunctions } from "./profile.ts"
 
@@ -61,12 +61,6 @@ interface Run {
   readonly samples: number
 }
 
-interface Server {
-  readonly name: "ours" | "ws"
-  readonly child: Child
-  port: number
-}
-
 const runOnce = async (generator: Child, server: Server, scenario: Scenario): Promise<Run> => {
   const marks = new Map<string, Promise<ServerStats>>()
   generator.onEvent = (event) => {
@@ -103,22 +97,10 @@ const runOnce = async (generator: Child, server: Server, scenario: Scenario): Pr
 }
 
 const main = async () => {
-  guardChildren(15 * 60_000)
   const profileDir = PROFILE ? mkdtempSync(Path.join(Os.tmpdir(), "effect-ws-bench-prof-")) : undefined
   const flags = (name: string) =>
     profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${Path.join(profileDir, name)}`]
-  const ours: Server = { name: "ours", child: new Child("ours", "./servers/ours.ts", flags("ours")), port: 0 }
-  const ws: Server = { name: "ws", child: new Child("ws", "./servers/ws.ts", flags("ws")), port: 0 }
-  const generator = new Child("generator", "./load.ts", [])
-  try {
-    ours.port = (await ours.child.waitReady())["port"] as number
-    ws.port = (await ws.child.waitReady())["port"] as number
-    await generator.waitReady()
-
-    const cpus = Os.cpus()
-    console.log(
-      `echo benchmark: Node ${process.version}, ${cpus.length} × ${cpus[0]?.model ?? "?"}, load average ${Os.loadavg().map((x) => x.toFixed(2)).join(" ")}`
-    )
+  await withBench("echo benchmark", flags, async ({ ours, ws, generator }) => {
     console.log(
       `warm-up ${WARMUP_MS} ms, window ${DURATION_MS} ms, ${ROUNDS} run(s) per server alternating; medians. Servers and generator are separate processes on 127.0.0.1.`
     )
@@ -171,9 +153,7 @@ const main = async () => {
       "ours/ws: > 1 is better for messages/s; < 1 is better for RTT and CPU µs/message. A message is one round trip (client → server → client)."
     )
     console.log("CPU % is process CPU time (all threads: GC helpers too) over wall time, so it can exceed 100.")
-  } finally {
-    await Promise.all([generator.stop(), ours.child.stop(), ws.child.stop()])
-  }
+  })
   if (profileDir !== undefined) {
     for (const name of ["ours", "ws"]) {
       const dir = Path.join(profileDir, name)

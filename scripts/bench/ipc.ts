@@ -10,6 +10,7 @@
  */
 import { type ChildProcess, execFileSync, fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import * as Os from "node:os"
 
 /** Where every server listens, and the generator connects. */
 export const HOST = "127.0.0.1"
@@ -260,3 +261,46 @@ export const median = (xs: ReadonlyArray<number>): number => {
   const mid = Math.floor(s.length / 2)
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
+
+/** One server under test: its process and the port it listens on. */
+export interface Server {
+  readonly name: "ours" | "ws"
+  readonly child: Child
+  readonly port: number
+}
+
+/** Both servers under test and the load generator, ready to use. */
+export interface Bench {
+  readonly ours: Server
+  readonly ws: Server
+  readonly generator: Child
+}
+
+/**
+ * Starts our server and the ws server (each node given `flags(name)`) and the load generator,
+ * waits until all are ready, prints `title` with the machine's facts, runs `body`, and stops every
+ * child however `body` ends.
+ */
+export const withBench = async <A>(
+  title: string,
+  flags: (name: Server["name"]) => ReadonlyArray<string>,
+  body: (bench: Bench) => Promise<A>
+): Promise<A> => {
+  guardChildren(15 * 60_000)
+  const ours = new Child("ours", "./servers/ours.ts", [...flags("ours")])
+  const ws = new Child("ws", "./servers/ws.ts", [...flags("ws")])
+  const generator = new Child("generator", "./load.ts", [])
+  try {
+    const oursPort = (await ours.waitReady())["port"] as number
+    const wsPort = (await ws.waitReady())["port"] as number
+    await generator.waitReady()
+    const cpus = Os.cpus()
+    console.log(
+      `${title}: Node ${process.version}, ${cpus.length} × ${cpus[0]?.model ?? "?"}, load average ${Os.loadavg().map((x) => x.toFixed(2)).join(" ")}`
+    )
+    return await body({ ours: { name: "ours", child: ours, port: oursPort }, ws: { name: "ws", child: ws, port: wsPort }, generator })
+  } finally {
+    await Promise.all([generator.stop(), ours.stop(), ws.stop()])
+  }
+}
+
