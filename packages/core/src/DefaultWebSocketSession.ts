@@ -6,8 +6,8 @@
  * timeout, and completes `closeReason` exactly once on every path a session can end by.
  *
  * Footprint: the incoming frames are processed inside the raw reader's fiber and Pings are
- * answered by the raw writer, so an idle session adds no fiber to the raw session's two, and
- * one queue (`incoming`). `scripts/bench/session-memory.ts` measures the bytes per session.
+ * answered by the raw writer, so a session adds no fiber to the raw session's (which run only
+ * while there is input or output to handle: an idle session has none), and one queue (`incoming`). `scripts/bench/session-memory.ts` measures the bytes per session.
  *
  * Close reasons (RFC 6455 §7.1.5 and design.md §5):
  * - the peer sent the first Close: its code and reason (1005 when it had no code), echoed back;
@@ -18,7 +18,8 @@
  * @module
  */
 import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, type Scope, Sink, Stream } from "effect"
+import type * as Arr from "effect/Array"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
   ChannelOverflow,
@@ -137,9 +138,9 @@ export interface WebSocketSession {
    */
   readonly run: <A, E, R>(handler: (session: WebSocketSession) => Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /**
-   * The raw reader and writer fibers plus the session's own (pinger, closer, when running), for
-   * diagnostics: an idle session without a pinger runs only the two raw ones; none is running
-   * once the scope closed.
+   * The raw reader and writer fibers running now plus the session's own (pinger, closer, when
+   * running), for diagnostics: an idle session without a pinger over a transport with `poll` runs
+   * none; none is running once the scope closed.
    */
   readonly fibers: () => ReadonlyArray<Fiber.Fiber<unknown, unknown>>
 }
@@ -282,6 +283,10 @@ class Session implements WebSocketSession, FrameHandler {
   private boundClose: WebSocketSession["close"] | undefined = undefined
   private boundCloseExceptionally: WebSocketSession["closeExceptionally"] | undefined = undefined
   private boundRun: WebSocketSession["run"] | undefined = undefined
+  /** The pull behind `messages`, built on first use. */
+  private messagesPull:
+    | Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
+    | undefined = undefined
 
   constructor(
     raw: RawWebSocket,
@@ -326,7 +331,12 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get messages(): Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>> {
-    return Stream.fromQueue(this.incoming).pipe(Stream.catchTag("ConnectionClosed", () => Stream.empty))
+    // One pull straight on the queue (no `catchTag` stage): a normal close ends the stream.
+    return Stream.fromPull(Effect.succeed(this.messagesPull ??= Effect.catchTag(
+      Queue.takeAll(this.incoming),
+      "ConnectionClosed",
+      () => Cause.done()
+    )))
   }
 
   get send(): WebSocketSession["send"] {
@@ -856,7 +866,7 @@ export const make = Effect.fnUntraced(function*(
     session.startPinger(yield* Effect.forkIn(session.pinger(pingInterval), scope, { startImmediately: true }))
   }
   // Registered last so it runs first on scope close, while the reader and writer still run.
-  yield* Effect.addFinalizer(() => Effect.suspend(() => session.onScopeClose()))
+  yield* Scope.addFinalizer(scope, Effect.suspend(() => session.onScopeClose()))
   return session
 })
 

@@ -1,15 +1,17 @@
 /**
  * `RawWebSocket`: a WebSocket session that exchanges frames as they are (Ktor's
  * `RawWebSocket`): no automatic Pong, no Close echo, no reassembly, no extensions applied.
- * A `WebSocketReader` fiber feeds `incoming` (created on first use: a default session on top
- * takes the frames straight from the reader instead); a `WebSocketWriter` fiber drains the
- * outgoing mailbox; both live in the caller's scope. A protocol violation from the peer sends
- * the right Close (1002/1007/1009) and fails `incoming`.
+ * A `WebSocketReader` feeds `incoming` (created on first use: a default session on top
+ * takes the frames straight from the reader instead); a `WebSocketWriter` drains the outgoing
+ * mailbox. Each runs a fiber only while it has work (over a transport with `poll`; otherwise the
+ * reader keeps one fiber waiting on `read`), so an idle session holds no fiber; both are tied to
+ * the caller's scope. A protocol violation from the peer sends the right Close (1002/1007/1009)
+ * and fails `incoming`.
  *
  * @module
  */
 import { type CloseReason, Frame, FrameParser } from "@effect-ws/codec"
-import { type Cause, type Context, Effect, type Fiber, type Queue, type Scope, Sink } from "effect"
+import { type Cause, type Context, Effect, type Fiber, type Queue, Scope, Sink } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import type { ChannelOverflow, ExtensionConflict, OutgoingClosed } from "./Errors.ts"
 import { checkConflicts, claimedBits, type WebSocketExtension } from "./Extension.ts"
@@ -73,7 +75,10 @@ export interface RawWebSocket {
   readonly reader: WebSocketReader
   /** The writer state (for sessions built on top of this one). */
   readonly writer: WebSocketWriter
-  /** The reader and writer fibers (for diagnostics and tests). */
+  /**
+   * The reader and writer fibers running now (for diagnostics and tests). Each runs only while
+   * it has work (see `WebSocketReader` and `WebSocketWriter`): an idle session has none.
+   */
   readonly fibers: ReadonlyArray<Fiber.Fiber<void>>
 }
 
@@ -87,8 +92,6 @@ class Raw implements RawWebSocket {
   readonly reader: WebSocketReader
   readonly writer: WebSocketWriter
   private readonly parser: FrameParser.FrameParser
-  private readerFiber: Fiber.Fiber<void> | undefined = undefined
-  private writerFiber: Fiber.Fiber<void> | undefined = undefined
   private boundSend: RawWebSocket["send"] | undefined = undefined
 
   constructor(
@@ -116,9 +119,9 @@ class Raw implements RawWebSocket {
     return this.writer.tryEnqueue(Frame.close(reason), true)
   }
 
-  start(readerFiber: Fiber.Fiber<void>, writerFiber: Fiber.Fiber<void>): void {
-    this.readerFiber = readerFiber
-    this.writerFiber = writerFiber
+  /** The scope finalizer: stops the reader, then the writer, then destroys the transport. */
+  shutdown(): Effect.Effect<void> {
+    return Effect.andThen(this.reader.shutdown(), Effect.andThen(Effect.suspend(() => this.writer.shutdown()), this.transport.destroy))
   }
 
   get maxFrameSize(): number {
@@ -154,13 +157,18 @@ class Raw implements RawWebSocket {
   }
 
   get fibers(): ReadonlyArray<Fiber.Fiber<void>> {
-    return this.readerFiber === undefined || this.writerFiber === undefined ? [] : [this.readerFiber, this.writerFiber]
+    const reading = this.reader.currentFiber
+    const writing = this.writer.currentFiber
+    const fibers: Array<Fiber.Fiber<void>> = []
+    if (reading !== undefined) fibers.push(reading)
+    if (writing !== undefined) fibers.push(writing)
+    return fibers
   }
 }
 
 /**
- * Starts a raw session over a transport in the current scope: a reader and a writer fiber,
- * interrupted when the scope closes, after which the transport is destroyed. No Close is sent on
+ * Starts a raw session over a transport in the current scope: a reader and a writer whose fibers
+ * (while they run) are interrupted when the scope closes, after which the transport is destroyed. No Close is sent on
  * scope close (raw sessions do their own close handshake). Fails with `ExtensionConflict` when two
  * extensions claim the same RSV bit.
  */
@@ -181,9 +189,9 @@ export const make = Effect.fnUntraced(function*(
   const writer = yield* WebSocketWriter.make(transport, masking, channels.outgoing)
   const services = yield* Effect.context<never>()
   const raw = new Raw(options.role, masking, extensions, channels, transport, parser, writer, services)
-  yield* Effect.addFinalizer(() => transport.destroy)
-  const writerFiber = yield* Effect.forkScoped(writer.run, { startImmediately: true })
-  const readerFiber = yield* Effect.forkScoped(raw.reader.run, { startImmediately: true })
-  raw.start(readerFiber, writerFiber)
+  // One finalizer for the whole session (not one per part): reader, then writer, then transport.
+  yield* Scope.addFinalizer(yield* Effect.scope, Effect.suspend(() => raw.shutdown()))
+  writer.startWith(services)
+  raw.reader.startNow()
   return raw
 })

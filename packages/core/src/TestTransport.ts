@@ -17,6 +17,8 @@ export interface TestTransportOptions {
   readonly delay?: Duration.Input
   /** Bytes buffered towards the peer above which `write` suspends until the peer reads (default 64 KiB). */
   readonly highWaterMark?: number
+  /** Offer `Transport.poll` (default `true`); `false` leaves only `read`, like a transport that cannot poll. */
+  readonly poll?: boolean
 }
 
 /** One end of an in-memory pipe: a `Transport` plus controls and counters for tests. */
@@ -48,6 +50,8 @@ class Pipe {
   writeFailure: TransportClosed | undefined = undefined
   written = 0
   reader: (() => void) | undefined = undefined
+  /** The `wake` of the last `poll` that found nothing; called (once) when input arrives. */
+  pollWaker: (() => void) | undefined = undefined
   readonly drainWaiters = new Set<() => void>()
   readonly highWaterMark: number
 
@@ -76,6 +80,17 @@ class Pipe {
   wakeReader(): void {
     const reader = this.reader
     if (reader !== undefined) reader()
+    const waker = this.pollWaker
+    if (waker !== undefined) {
+      this.pollWaker = undefined
+      waker()
+    }
+  }
+
+  poll(wake: () => void): Uint8Array | TransportClosed | undefined {
+    const next = this.tryRead()
+    if (next === undefined) this.pollWaker = wake
+    return next
   }
 
   wakeWriters(): void {
@@ -206,7 +221,7 @@ const makeEnd = (self: End, peer: End, options: TestTransportOptions | undefined
     settle(peer, RESET)
   })
 
-  return {
+  const transport: TestTransport = {
     read,
     write,
     end,
@@ -217,6 +232,7 @@ const makeEnd = (self: End, peer: End, options: TestTransportOptions | undefined
     bufferedOutput: () => output.buffered,
     outputClosed: () => output.writeFailure !== undefined
   }
+  return options?.poll === false ? transport : { ...transport, poll: (wake) => input.poll(wake) }
 }
 
 /**

@@ -26,6 +26,14 @@ export interface Transport {
    * `end`, `Reset`, `Destroyed`) when the output is no longer writable.
    */
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, TransportClosed>
+  /**
+   * Optional non-suspending `read`, so a session needs no fiber waiting for input: the next chunk,
+   * or why input is over (the `TransportClosed` that `read` would fail with), or `undefined` when
+   * nothing is available yet. In that case `wake` is called once, later (from the transport's own
+   * event), when `poll` would return something; a later `poll` replaces the `wake` registered
+   * before. Same chunks, same order and same backpressure as `read`; use one or the other.
+   */
+  readonly poll?: (wake: () => void) => Uint8Array | TransportClosed | undefined
   /** Half-closes the output after the bytes already written (TCP FIN). Idempotent; never fails. */
   readonly end: Effect.Effect<void>
   /** Closes both directions at once, discarding buffered output. Idempotent; never fails. */

@@ -1,8 +1,15 @@
 /**
- * `WebSocketReader`: the incoming half of a session. One fiber reads transport chunks, parses
- * every complete frame in a chunk synchronously and offers them to the incoming queue as one
- * batch (a bounded queue then pushes back on the transport). On a protocol violation it asks
+ * `WebSocketReader`: the incoming half of a session. A reader fiber reads transport chunks,
+ * parses every complete frame in a chunk synchronously and offers them to the incoming queue as
+ * one batch (a bounded queue then pushes back on the transport). On a protocol violation it asks
  * for the right Close (1002/1007/1009) and fails the queue after the frames parsed before it.
+ *
+ * Over a transport with `poll`, the reader fiber runs only while there is input to handle: it
+ * ends when no chunk is available, and the transport's wake-up starts the next one (in the
+ * transport's event, synchronously), so an idle connection holds no reader fiber. Over a
+ * transport without `poll`, one reader fiber waits on `read` for the whole session. Either way
+ * `start` ties the reader to a scope: closing it interrupts a running reader fiber and no new one
+ * is started.
  *
  * A session built on top (the default session) can instead `attach` a `FrameHandler`: the reader
  * then hands each batch straight to it, in its own fiber, with no queue in between.
@@ -10,7 +17,7 @@
  * @module
  */
 import { CloseReason, type Frame, FrameParser } from "@effect-ws/codec"
-import { Cause, type Context, Deferred, Effect, Queue } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Queue, Scope } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
   AbnormalClosure,
@@ -46,7 +53,7 @@ export interface FrameHandler {
   onEnd(end: RawIncomingError | Cause.Done): Effect.Effect<void> | undefined
 }
 
-/** The reader state of one connection; `run` is the reader fiber's loop. */
+/** The reader state of one connection; `start` runs it in a scope. */
 export class WebSocketReader {
   private readonly transport: Transport
   readonly parser: FrameParser.FrameParser
@@ -62,6 +69,22 @@ export class WebSocketReader {
   private usedQueue = false
   /** The end of the frame stream was delivered (queue ended/failed, or `onEnd` called). */
   private endDelivered = false
+  /** Frames are still delivered (false after a Close, a violation or an overflow: the rest is discarded). */
+  private delivering = true
+  /** The reader fiber, while one runs. */
+  private fiber: Fiber.Fiber<void> | undefined = undefined
+  /** A reader fiber is being started or runs (set before `fiber` is known). */
+  private running = false
+  /** No reader fiber may start any more (the input ended, or the scope closed). */
+  private stopped = false
+  /** The scope is closing (`shutdown` finishes the reader itself). */
+  private shuttingDown = false
+  /** `finish` ran. */
+  private finishedFlag = false
+  /** Wakes the reader when the transport has input again (handed to `Transport.poll`). */
+  private readonly wake = (): void => {
+    if (!this.running && !this.stopped) this.runFiber()
+  }
   /** A Close frame was received (it is the last frame delivered). */
   closeReceived = false
   /** Why the transport input ended, once it did. */
@@ -115,37 +138,106 @@ export class WebSocketReader {
   }
 
   /**
-   * The reader fiber. Delivers frames until a Close frame (then the queue ends), a violation
-   * (Close sent, queue failed) or the end of input without a Close (queue failed with
-   * `AbnormalClosure`). Afterwards it keeps reading and discarding until the input ends, so the
-   * peer's EOF is observed; the session bounds that wait with its close timeout.
+   * Starts reading in the current scope (a reader fiber runs at once, with the current services).
+   * Delivers frames until a Close frame (then the queue ends), a violation (Close sent, queue
+   * failed) or the end of input without a Close (queue failed with `AbnormalClosure`). Afterwards
+   * it keeps reading and discarding until the input ends, so the peer's EOF is observed; the
+   * session bounds that wait with its close timeout. Closing the scope interrupts a running reader
+   * fiber; takers of a queue not ended yet then fail with `AbnormalClosure` (`Destroyed`).
    */
-  get run(): Effect.Effect<void> {
-    return Effect.gen({ self: this }, WebSocketReader.loop).pipe(Effect.ensuring(Effect.suspend(() => {
-      // Interrupted (scope closed) while still delivering: takers must not wait forever.
-      const after = this.endWith(new AbnormalClosure({ cause: new TransportClosed({ reason: "Destroyed" }) }))
-      Deferred.doneUnsafe(this.finished, Effect.void)
-      return after ?? Effect.void
-    })))
+  get start(): Effect.Effect<void, never, Scope.Scope> {
+    return Effect.flatMap(Effect.scope, (scope) =>
+      Effect.andThen(
+        Scope.addFinalizer(scope, Effect.suspend(() => this.shutdown())),
+        Effect.sync(() => this.startNow())
+      ))
+  }
+
+  /**
+   * Like `start`, without a scope: reading starts at once, and the caller must run `shutdown`
+   * when the reader must stop (a session does it in its own scope finalizer).
+   */
+  startNow(): void {
+    if (!this.running && !this.stopped) this.runFiber()
+  }
+
+  /** The reader fiber while it runs, for diagnostics (`undefined` while the reader waits for input or has stopped). */
+  get currentFiber(): Fiber.Fiber<void> | undefined {
+    return this.fiber
+  }
+
+  /** Runs the reader fiber: until the input is over, or (with `poll`) until no chunk is available. */
+  private runFiber(): void {
+    this.running = true
+    const fiber = Effect.runForkWith(this.services)(Effect.gen({ self: this }, WebSocketReader.loop))
+    if (fiber.pollUnsafe() === undefined) {
+      this.fiber = fiber
+      // An observer, not `onExit`: it costs nothing when the input is handled without waiting.
+      fiber.addObserver(this.onFiberExit ??= (exit) => this.fiberExited(exit))
+    } else {
+      this.running = false
+    }
+  }
+
+  private onFiberExit: ((exit: Exit.Exit<void>) => void) | undefined = undefined
+
+  /** A reader fiber that waited ended. Interrupted other than by `shutdown`: finish here (in a fiber of its own). */
+  private fiberExited(exit: Exit.Exit<void>): void {
+    this.fiber = undefined
+    this.running = false
+    if (Exit.isFailure(exit) && !this.shuttingDown) {
+      const after = this.finish()
+      if (after !== undefined) Effect.runForkWith(this.services)(after)
+    }
+  }
+
+  /** Stops the reader: no new reader fiber, a running one is interrupted (and awaited), then it finishes (see `start`). */
+  shutdown(): Effect.Effect<void> {
+    this.stopped = true
+    this.shuttingDown = true
+    const fiber = this.fiber
+    const finish = Effect.suspend(() => this.finish() ?? Effect.void)
+    return fiber === undefined ? finish : Effect.andThen(Fiber.interrupt(fiber), finish)
+  }
+
+  /** The reader has stopped for good: end the frame stream if it was still delivering, complete `done`. */
+  private finish(): Effect.Effect<void> | undefined {
+    if (this.finishedFlag) return undefined
+    this.finishedFlag = true
+    this.stopped = true
+    // Interrupted (scope closed) while still delivering: takers must not wait forever.
+    const after = this.endWith(new AbnormalClosure({ cause: new TransportClosed({ reason: "Destroyed" }) }))
+    Deferred.doneUnsafe(this.finished, Effect.void)
+    return after
   }
 
   /** The loop body, a shared generator function (one per class, not one per connection). */
   private static *loop(this: WebSocketReader): Generator<Effect.Effect<unknown, never, never>, void, never> {
     const self = this
-    let delivering = true
+    const transport = self.transport
     const frames: Array<Frame.Frame> = []
-    while (true) {
-      const read = yield* Effect.result(self.transport.read)
-      if (read._tag === "Failure") {
-        self.inputEnd = read.failure
-        if (delivering) {
-          const after = self.endWith(new AbnormalClosure({ cause: read.failure }))
+    while (!self.stopped) {
+      let chunk: Uint8Array | TransportClosed | undefined
+      if (transport.poll !== undefined) {
+        chunk = transport.poll(self.wake)
+        if (chunk === undefined) return // nothing to read: this fiber ends, `wake` starts the next
+      } else {
+        const read = yield* Effect.result(transport.read)
+        chunk = read._tag === "Success" ? read.success : read.failure
+      }
+      if (!(chunk instanceof Uint8Array)) {
+        self.inputEnd = chunk
+        self.stopped = true
+        if (self.delivering) {
+          const after = self.endWith(new AbnormalClosure({ cause: chunk }))
           if (after !== undefined) yield* after
         }
+        const after = self.finish() // the end was delivered above: this only completes `done`
+        if (after !== undefined) yield* after
         return
       }
-      if (!delivering) continue
-      const violation = self.parser.push(read.success, frames)
+      if (!self.delivering) continue
+      const violation = self.parser.push(chunk, frames)
       let end = frames.length
       for (let i = 0; i < frames.length; i++) {
         if (frames[i]!._tag === "Close") {
@@ -164,18 +256,18 @@ export class WebSocketReader {
         const offered = yield* Effect.result(ChannelsConfig.offerAll(self.incoming, self.config, "incoming", frames))
         frames.length = 0
         if (offered._tag === "Failure") {
-          delivering = false
+          self.delivering = false
           self.closeSender.sendClose(CloseReason.CloseReason(1008, "Incoming queue overflow"))
           self.endWith(offered.failure)
           continue
         }
       }
       if (self.closeReceived) {
-        delivering = false
+        self.delivering = false
         const after = self.endWith(Cause.Done())
         if (after !== undefined) yield* after
       } else if (violation !== undefined) {
-        delivering = false
+        self.delivering = false
         // A bare raw session closes at once; an attached handler sends the Close itself, once the
         // messages that came before the violation are with the application.
         if (self.handler === undefined) {

@@ -1,14 +1,18 @@
 /**
  * `WebSocketWriter`: the outgoing half of a session. Frames wait in a mailbox (a plain array,
- * not a queue object, to keep idle connections small); one fiber takes them in batches,
+ * not a queue object, to keep idle connections small); a writer fiber takes them in batches,
  * serializes each batch (coalescing small frames) and hands it to the transport in one write.
+ * The fiber runs only while there is something to write: it is started (through the scheduler,
+ * so frames sent in the same turn are written together) when the mailbox gets an item, and ends
+ * once the mailbox is empty, so an idle connection holds no writer fiber. `start` ties the writer
+ * to a scope: closing it interrupts a running writer fiber and no new one is started.
  * Pongs go through a one-slot mailbox of their own, so a Ping flood is coalesced. After a Close
  * frame is written the output is half-closed and every later send fails with `OutgoingClosed`.
  *
  * @module
  */
 import { Frame, Serializer } from "@effect-ws/codec"
-import { Deferred, Effect, type Scheduler } from "effect"
+import { Context, Deferred, Effect, Fiber, Scheduler, Scope } from "effect"
 import type { ChannelConfig } from "./ChannelsConfig.ts"
 import { ChannelOverflow, OutgoingClosed, type TransportClosed } from "./Errors.ts"
 import type { Transport } from "./Transport.ts"
@@ -51,8 +55,16 @@ export class WebSocketWriter {
   private readonly config: ChannelConfig
   /** The mailbox: items not yet taken by the writer fiber (a plain array, no queue object per connection). */
   private items: Array<Item> = []
-  /** Wakes the writer fiber when it waits for items. */
-  private wakeWriter: (() => void) | undefined = undefined
+  /** The writer fiber, while one runs (started by `schedule`, gone once the mailbox is empty). */
+  private fiber: Fiber.Fiber<void> | undefined = undefined
+  /** A start of the writer fiber is scheduled. */
+  private scheduled = false
+  /** The services the writer fiber runs with and its dispatcher (set by `start`). */
+  private services: Context.Context<never> | undefined = undefined
+  private dispatcher: Scheduler.SchedulerDispatcher | undefined = undefined
+  /** `startFiber` and `afterRun` bound to this writer, created on first use. */
+  private boundStart: (() => void) | undefined = undefined
+  private boundAfterRun: (() => void) | undefined = undefined
   /** Frames accepted by `enqueue` (subject to capacity) and not yet written. */
   private pending = 0
   /** Of those, the ones still in the queue (not yet taken by the writer). */
@@ -62,6 +74,8 @@ export class WebSocketWriter {
   private closedForSending = false
   private closeFrameAccepted = false
   private stopped = false
+  /** `stop` ran: every waiter was released and `done` completed. */
+  private stoppedFully = false
   private readonly finished: Deferred.Deferred<void>
   /** Why the transport refused our bytes, if it did. */
   failure: TransportClosed | undefined = undefined
@@ -77,33 +91,73 @@ export class WebSocketWriter {
     this.finished = Deferred.makeUnsafe<void>()
   }
 
-  /** Creates a writer (capacity is enforced by `enqueue`). */
+  /** Creates a writer (capacity is enforced by `enqueue`); it writes nothing before `start`. */
   static make(transport: Transport, mask: boolean, config: ChannelConfig): Effect.Effect<WebSocketWriter> {
     return Effect.sync(() => new WebSocketWriter(transport, mask, config))
   }
 
-  /** Adds an item to the mailbox and wakes the writer fiber if it waits. */
-  private push(item: Item): void {
-    this.items.push(item)
-    const wake = this.wakeWriter
-    if (wake !== undefined) {
-      this.wakeWriter = undefined
-      wake()
-    }
+  /**
+   * Ties the writer to the current scope: from now on the mailbox is written by a writer fiber
+   * running with the current services; closing the scope interrupts it (and waits for it), then
+   * the writer stops (later sends fail with `OutgoingClosed`, waiting flushes complete).
+   */
+  get start(): Effect.Effect<void, never, Scope.Scope> {
+    return Effect.flatMap(Effect.context<Scope.Scope>(), (services) => {
+      this.startWith(services)
+      return Scope.addFinalizer(Context.get(services, Scope.Scope), Effect.suspend(() => this.shutdown()))
+    })
   }
 
-  /** Takes every item in the mailbox, waiting for one if it is empty. */
-  private get takeAll(): Effect.Effect<Array<Item>> {
-    if (this.items.length > 0) return Effect.succeed(this.drain())
-    const self = this
-    return Effect.callback<Array<Item>>(function(resume) {
-      const dispatcher = dispatcherOf(this)
-      // Deferred, not synchronous: frames sent in the same turn are written as one batch.
-      self.wakeWriter = () => dispatcher.scheduleTask(() => resume(Effect.sync(() => self.drain())), 0)
-      return Effect.sync(() => {
-        self.wakeWriter = undefined
-      })
-    })
+  /**
+   * Like `start`, without a scope: writer fibers run with `services`, and the caller must run
+   * `shutdown` when the writer must stop (a session does it in its own scope finalizer).
+   */
+  startWith(services: Context.Context<never>): void {
+    this.services = services
+    this.dispatcher = dispatcherOf(Context.get(services, Scheduler.Scheduler))
+    this.schedule()
+  }
+
+  /** Stops the writer: no new writer fiber, a running one is interrupted (and awaited), then `done` completes. */
+  shutdown(): Effect.Effect<void> {
+    const fiber = this.fiber
+    this.stopped = true
+    if (fiber === undefined) {
+      this.stop()
+      return Effect.void
+    }
+    return Effect.ensuring(Fiber.interrupt(fiber), Effect.sync(() => this.stop()))
+  }
+
+  /** The writer fiber while it runs, for diagnostics (`undefined` while the writer is idle). */
+  get currentFiber(): Fiber.Fiber<void> | undefined {
+    return this.fiber
+  }
+
+  /** Adds an item to the mailbox and makes sure a writer fiber will take it. */
+  private push(item: Item): void {
+    this.items.push(item)
+    this.schedule()
+  }
+
+  /** Schedules a writer fiber unless one runs or is scheduled (deferred: frames sent in the same turn are written as one batch). */
+  private schedule(): void {
+    if (this.fiber !== undefined || this.scheduled || this.stopped || this.dispatcher === undefined) return
+    this.scheduled = true
+    this.dispatcher.scheduleTask(this.boundStart ??= () => this.startFiber(), 0)
+  }
+
+  private startFiber(): void {
+    this.scheduled = false
+    if (this.fiber !== undefined || this.stopped || this.items.length === 0) return
+    const fiber = Effect.runForkWith(this.services!)(Effect.gen({ self: this }, WebSocketWriter.loop))
+    if (fiber.pollUnsafe() === undefined) {
+      this.fiber = fiber
+      // An observer, not `ensuring`: it costs nothing when the batch is written without waiting.
+      fiber.addObserver(this.boundAfterRun ??= () => this.afterRun())
+    } else {
+      this.afterRun()
+    }
   }
 
   private drain(): Array<Item> {
@@ -233,19 +287,25 @@ export class WebSocketWriter {
     this.wakeSenders()
   }
 
-  /** The writer fiber: take a batch, write it, repeat until a Close is written or the transport fails. */
-  get run(): Effect.Effect<void> {
-    return Effect.gen({ self: this }, WebSocketWriter.loop).pipe(Effect.ensuring(Effect.sync(() => this.stop())))
+  /** The writer fiber ended (or was interrupted): stop for good, or schedule the next one if items came meanwhile. */
+  private afterRun(): void {
+    this.fiber = undefined
+    if (this.stopped) this.stop()
+    else this.schedule()
   }
 
-  /** The loop body, a shared generator function (one per class, not one per connection). */
+  /**
+   * The writer fiber's body, a shared generator function (one per class, not one per connection):
+   * take a batch, write it, repeat while the mailbox has items, until a Close is written or the
+   * transport fails (then the writer stops).
+   */
   private static *loop(this: WebSocketWriter): Generator<Effect.Effect<unknown, never, never>, void, never> {
     const self = this
     const frames: Array<Frame.Frame> = []
     const flushes: Array<Deferred.Deferred<void>> = []
     const out: Array<Uint8Array> = []
-    while (!self.stopped) {
-      const items = yield* self.takeAll
+    while (!self.stopped && self.items.length > 0) {
+      const items = self.drain()
       // `takeAll` empties the mailbox, so every counted frame queued so far is in this batch.
       const counted = self.countedQueued
       self.countedQueued = 0
@@ -298,6 +358,8 @@ export class WebSocketWriter {
   }
 
   private stop(): void {
+    if (this.stoppedFully) return
+    this.stoppedFully = true
     this.stopped = true
     this.closedForSending = true
     this.wakeSenders()

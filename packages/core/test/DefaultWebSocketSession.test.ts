@@ -693,16 +693,49 @@ describe("DefaultWebSocketSession: close path by role (RFC 6455 §7.1.1: the ser
 })
 
 describe("DefaultWebSocketSession: footprint", () => {
-  it.effect("an idle session runs no fiber besides the raw reader and writer (no processor, no ponger)", () =>
+  it.effect("an idle session runs no fiber (reader and writer run only while they have work)", () =>
     Effect.gen(function*() {
       const { session, peer, closeAndCheck } = yield* setup()
       yield* Effect.yieldNow
-      assert.strictEqual(session.fibers().filter((f) => f.pollUnsafe() === undefined).length, 2)
-      // Pings are still answered, by the writer.
+      assert.strictEqual(session.fibers().filter((f) => f.pollUnsafe() === undefined).length, 0)
+      // Pings are still answered: the input starts a reader fiber, the Pong a writer fiber, and both end.
+      yield* peer.send(Frame.ping(utf8("x")))
+      const pong = yield* peer.next
+      assert.deepStrictEqual([pong._tag, text(pong)], ["Pong", "x"])
+      yield* Effect.yieldNow
+      assert.strictEqual(session.fibers().filter((f) => f.pollUnsafe() === undefined).length, 0)
+      yield* closeAndCheck
+    }))
+
+  it.effect("over a transport without poll, one reader fiber waits for input and does not outlive the scope", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ kit: { poll: false } })
+      yield* Effect.yieldNow
+      const live = session.fibers().filter((f) => f.pollUnsafe() === undefined)
+      assert.strictEqual(live.length, 1)
+      yield* peer.send(Frame.text("hi"))
+      assert.strictEqual(payloadText(yield* session.receive), "hi")
       yield* peer.send(Frame.ping(utf8("x")))
       const pong = yield* peer.next
       assert.deepStrictEqual([pong._tag, text(pong)], ["Pong", "x"])
       yield* closeAndCheck
+      assert.isDefined(live[0]!.pollUnsafe())
+      assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ConnectionClosed")
+    }))
+
+  it.effect("a writer fiber blocked on a full transport is listed and does not outlive the scope", () =>
+    Effect.gen(function*() {
+      const { session, closeAndCheck } = yield* setup({ kit: { highWaterMark: 16 } })
+      yield* session.send(new Uint8Array(4096)) // the peer never reads: the write waits for room
+      for (let i = 0; i < 3; i++) yield* Effect.yieldNow
+      const live = session.fibers().filter((f) => f.pollUnsafe() === undefined)
+      assert.strictEqual(live.length, 1) // the writer (the reader has no input to handle)
+      // The scope close waits (bounded by the close timeout) for the stuck writer, then interrupts it.
+      const closing = yield* Effect.forkChild(closeAndCheck)
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(closing)
+      for (const f of live) assert.isDefined(f.pollUnsafe())
+      assert.strictEqual((yield* Effect.flip(session.send("late")))._tag, "OutgoingClosed")
     }))
 
   it.effect("frames the raw session received before the default session was made are processed first, in order", () =>
@@ -715,7 +748,7 @@ describe("DefaultWebSocketSession: footprint", () => {
       const raw = yield* RawWebSocket.make(ours, { role: "server" }).pipe(Scope.provide(scope))
       for (let i = 0; i < 3; i++) yield* Effect.yieldNow
       const session = yield* DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
-      assert.strictEqual(session.fibers().length, 3) // reader, writer, and a pump draining the raw queue
+      assert.strictEqual(session.fibers().length, 1) // a pump draining the raw queue (reader and writer are idle)
       yield* peer.send(Frame.text("c"))
       assert.strictEqual(payloadText(yield* session.receive), "ab")
       assert.strictEqual(payloadText(yield* session.receive), "c")

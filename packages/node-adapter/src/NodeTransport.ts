@@ -14,7 +14,7 @@
  * @module
  */
 import { Errors, type Transport } from "@effect-ws/core"
-import { Deferred, Effect, type Scope } from "effect"
+import { Deferred, Effect, Scope } from "effect"
 import type * as Net from "node:net"
 
 /** Options of `make`. */
@@ -52,10 +52,11 @@ export const make = (
   socket: Net.Socket,
   options: NodeTransportOptions = {}
 ): Effect.Effect<NodeTransport, never, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.sync(() => makeUnsafe(socket, options)),
-    (transport) => transport.destroy
-  )
+  Effect.flatMap(Effect.scope, (scope) => {
+    const transport = makeUnsafe(socket, options)
+    // `destroy` is cached by the transport: the finalizer allocates nothing more per connection.
+    return Effect.as(Scope.addFinalizer(scope, transport.destroy), transport)
+  })
 
 /**
  * Wraps a socket as a `Transport` without a scope: the caller must run `destroy` when done.
@@ -115,6 +116,8 @@ class SocketTransport implements NodeTransport {
   private endReason: Errors.TransportClosed | undefined = undefined
   private endedDeferred: Deferred.Deferred<Errors.TransportClosed> | undefined = undefined
   private reader: (() => void) | undefined = undefined
+  /** The `wake` of the last `poll` that found nothing; called (once) when input arrives or ends. */
+  private pollWaker: (() => void) | undefined = undefined
   private drainWaiters: Array<() => void> | undefined = undefined
   private readEffect: Effect.Effect<Uint8Array, Errors.TransportClosed> | undefined = undefined
   private endEffect: Effect.Effect<void> | undefined = undefined
@@ -145,6 +148,11 @@ class SocketTransport implements NodeTransport {
   private wakeReader(): void {
     const wake = this.reader
     if (wake !== undefined) wake()
+    const waker = this.pollWaker
+    if (waker !== undefined) {
+      this.pollWaker = undefined
+      waker()
+    }
   }
 
   wakeWriters(): void {
@@ -164,7 +172,7 @@ class SocketTransport implements NodeTransport {
   onData(data: Buffer): void {
     if (this.failure !== undefined || data.length === 0) return
     this.chunks.push(data)
-    if (this.reader !== undefined) this.wakeReader()
+    if (this.reader !== undefined || this.pollWaker !== undefined) this.wakeReader()
     // Still not taken (no reader waiting): stop the flow until `read` takes it.
     if (this.chunks.length > 0) this.socket.pause()
   }
@@ -194,6 +202,12 @@ class SocketTransport implements NodeTransport {
       return chunk
     }
     return this.eof ? EOF : undefined
+  }
+
+  poll(wake: () => void): Uint8Array | Errors.TransportClosed | undefined {
+    const next = this.tryRead()
+    if (next === undefined) this.pollWaker = wake
+    return next
   }
 
   get read(): Effect.Effect<Uint8Array, Errors.TransportClosed> {
@@ -236,8 +250,9 @@ class SocketTransport implements NodeTransport {
     })
   }
 
-  readonly write = (batch: ReadonlyArray<Uint8Array>): Effect.Effect<void, Errors.TransportClosed> =>
-    Effect.suspend(() => {
+  /** A prototype method, not a bound function: `Transport.write` is always called on the transport. */
+  write(batch: ReadonlyArray<Uint8Array>): Effect.Effect<void, Errors.TransportClosed> {
+    return Effect.suspend(() => {
       const problem = this.writeFailure()
       if (problem !== undefined) return Effect.fail(problem)
       const socket = this.socket
@@ -253,6 +268,7 @@ class SocketTransport implements NodeTransport {
       }
       return ok && !socket.writableNeedDrain ? Effect.void : this.waitDrain
     })
+  }
 
   get end(): Effect.Effect<void> {
     return this.endEffect ??= Effect.sync(() => {
