@@ -19,7 +19,7 @@
  */
 import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
 import type * as Arr from "effect/Array"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, Scope, Sink, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, Scope, Semaphore, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
   ChannelOverflow,
@@ -255,6 +255,8 @@ class Session implements WebSocketSession, FrameHandler {
   private scopeClosing = false
   /** After the session was failed by us, frames are read and discarded. */
   private discarding = false
+  /** Orders extension processing + enqueue of outgoing messages; created on first use by a session with extensions. */
+  private sendLock: Semaphore.Semaphore | undefined = undefined
   /** A failure caused by the peer's input, held back until the application took the earlier messages. */
   private pendingFailure: { readonly error: SessionError; readonly reason: CloseReason.CloseReason } | undefined =
     undefined
@@ -732,9 +734,14 @@ class Session implements WebSocketSession, FrameHandler {
 
   private sendMessage(message: Message): Effect.Effect<void, SendError> {
     if (this.extensions.length === 0) return this.enqueueMessage(message)
-    let effect: Effect.Effect<Message, ExtensionError> = Effect.succeed(message)
-    for (const extension of this.extensions) effect = Effect.flatMap(effect, extension.processOutgoingMessage)
-    return Effect.flatMap(effect, (m) => this.enqueueMessage(m))
+    // Extension processing and the enqueue are one step per session: messages reach the wire in the
+    // order the extensions processed them (a compressor with context takeover depends on it).
+    const lock = this.sendLock ??= Semaphore.makeUnsafe(1)
+    return lock.withPermit(Effect.suspend(() => {
+      let effect: Effect.Effect<Message, ExtensionError> = Effect.succeed(message)
+      for (const extension of this.extensions) effect = Effect.flatMap(effect, extension.processOutgoingMessage)
+      return Effect.flatMap(effect, (m) => this.enqueueMessage(m))
+    }))
   }
 
   /** Queues a whole (processed) message, fragmented when `outgoingFragmentSize` asks for it. */

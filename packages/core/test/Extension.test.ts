@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Frame } from "@effect-ws/codec"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Fiber, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
 import { ExtensionError } from "../src/Errors.ts"
 import * as Extension from "../src/Extension.ts"
@@ -63,7 +64,28 @@ const setup = (
     return { session, peer: new TestPeer(theirs, "client"), close: Scope.close(scope, Exit.void) }
   })
 
+/** An extension whose outgoing step takes 10 ms for messages starting with "slow" (a compressor under load). */
+const Slow: Extension.WebSocketExtension = {
+  ...baseExtension("x-slow", {}),
+  processOutgoingMessage: (m) =>
+    new TextDecoder().decode(m.payload).startsWith("slow") ? Effect.as(Effect.sleep("10 millis"), m) : Effect.succeed(m),
+  processIncomingMessage: (m) => Effect.succeed(m)
+}
+
 describe("Extension API", () => {
+  it.effect("messages reach the wire in the order the extensions processed them, even from concurrent senders", () =>
+    Effect.gen(function*() {
+      const { session, peer, close } = yield* setup([Slow])
+      const first = yield* Effect.forkChild(session.send("slow first"), { startImmediately: true })
+      const second = yield* Effect.forkChild(session.send("fast second"), { startImmediately: true })
+      yield* TestClock.adjust("10 millis")
+      yield* Fiber.join(first)
+      yield* Fiber.join(second)
+      assert.strictEqual(text(yield* peer.next), "slow first")
+      assert.strictEqual(text(yield* peer.next), "fast second")
+      yield* close
+    }))
+
   it.effect("install rejects two extensions claiming the same RSV bit (rsv3 included)", () =>
     Effect.gen(function*() {
       const one = yield* Extension.install(Extension.empty, marker("a", "A", { rsv3: true }), undefined)
