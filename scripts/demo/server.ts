@@ -18,19 +18,21 @@ import { chat, ChatRoom } from "./ChatRoom.ts"
 import { echo } from "./Echo.ts"
 import { chatPage } from "./page.ts"
 
-/** Wraps a handler so that each connection logs one line when it ends: path, peer, close code, duration. */
+/**
+ * Wraps a handler so that each connection logs one line when it ends: path, peer, close code,
+ * duration. The line is written by a detached fiber that waits for `closeReason`, which completes
+ * on every way a session ends (so the fiber cannot outlive the session); waiting for it inside the
+ * handler instead would deadlock on shutdown, since the session only ends once its handler has.
+ */
 const logged = <E, R>(path: string, handler: (session: WebSocketSession) => Effect.Effect<void, E, R>) =>
 (session: WebSocketSession, connection: AcceptedUpgrade) =>
-  Effect.gen(function*() {
+  Effect.suspend(() => {
     const started = Date.now()
-    yield* handler(session).pipe(
-      Effect.ensuring(
-        Effect.flatMap(session.awaitClose, (reason) =>
-          Effect.log(
-            `${path} ${connection.info.remoteAddress ?? "?"} closed ${reason.code}${reason.message === "" ? "" : ` "${reason.message}"`} after ${Date.now() - started} ms`
-          ))
-      )
-    )
+    const line = Effect.flatMap(session.awaitClose, (reason) =>
+      Effect.log(
+        `${path} ${connection.info.remoteAddress ?? "?"} closed ${reason.code}${reason.message === "" ? "" : ` "${reason.message}"`} after ${Date.now() - started} ms`
+      ))
+    return Effect.andThen(Effect.forkDetach(line, { startImmediately: true }), handler(session))
   })
 
 /** Settings for demo sessions: ping every 30 s (dead peers are dropped after 15 s more). */

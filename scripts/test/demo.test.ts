@@ -108,6 +108,27 @@ describe("demo server", () => {
   })
 })
 
+describe("demo shutdown", () => {
+  it("closing the server's scope sends open sessions Close 1001 and completes within the grace period", async () => {
+    const own = await Effect.runPromise(Scope.make())
+    const context = await Effect.runPromise(Layer.buildWithScope(demoLayer({ host: "127.0.0.1", port: 0 }), own))
+    const address = Context.get(context, HttpServer.HttpServer).address
+    if (address._tag === "UnixPathAddress") throw new Error("expected an IP address")
+    const ws = new WebSocket(`ws://127.0.0.1:${address.port}/echo`)
+    await new Promise<void>((r, j) => {
+      ws.onopen = () => r()
+      ws.onerror = () => j(new Error("cannot open /echo"))
+    })
+    const closed = new Promise<CloseEvent>((r) => ws.addEventListener("close", (e) => r(e)))
+    const started = Date.now()
+    await Effect.runPromise(Scope.close(own, Exit.void).pipe(Effect.timeout("10 seconds")))
+    const event = await closed
+    assert.strictEqual(event.code, 1001)
+    assert.isTrue(event.wasClean)
+    assert.isBelow(Date.now() - started, 5000)
+  }, 20_000)
+})
+
 /** Runs `npm run echo-client -- url` and resolves with its exit code (killed after 20 s). */
 const runEchoClient = (url: string) =>
   new Promise<number | null>((resolve) => {
