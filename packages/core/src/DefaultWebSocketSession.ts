@@ -124,7 +124,11 @@ export interface WebSocketSession {
   readonly closeExceptionally: (cause: unknown) => Effect.Effect<void>
   /** Completed exactly once, with the reason the session ended (see the module notes). */
   readonly closeReason: Deferred.Deferred<CloseReason.CloseReason>
-  /** Waits for `closeReason`. */
+  /**
+   * Waits for `closeReason`. Do not wait for it in a finalizer of the handler given to `run` (or to a
+   * server): an interrupted handler's finalizers run before the session can end, so that wait would
+   * never finish. Fork the wait instead; `closeReason` completes on every ending path.
+   */
   readonly awaitClose: Effect.Effect<CloseReason.CloseReason>
   /** Ends the session at once without a Close frame (the transport is destroyed). */
   readonly terminate: Effect.Effect<void>
