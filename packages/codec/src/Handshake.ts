@@ -103,6 +103,15 @@ export const headerLines = (headers: Headers, name: string): ReadonlyArray<strin
   return typeof value === "string" ? [value] : value
 }
 
+/** A header's value by lowercase `key`, as stored (no array is allocated for a single line). */
+const rawValue = (headers: Headers, key: string): HeaderValue => (Object.hasOwn(headers, key) ? headers[key] : undefined)
+
+/** How many lines a raw header value has. */
+const lineCount = (value: HeaderValue): number => (value === undefined ? 0 : typeof value === "string" ? 1 : value.length)
+
+/** The first line of a raw header value that has at least one. */
+const firstLine = (value: HeaderValue): string => (typeof value === "string" ? value : value![0]!)
+
 const isOws = (c: number): boolean => c === 0x20 || c === 0x09
 
 /** `s` without leading and trailing optional whitespace (SP and HTAB only, RFC 7230 §3.2.3). */
@@ -136,8 +145,40 @@ export const headerList = (headers: Headers, name: string): ReadonlyArray<string
 
 /** Whether a comma-separated header has `token` among its elements on any line, ASCII case-insensitively. */
 export const hasToken = (headers: Headers, name: string, token: string): boolean => {
+  const key = name.toLowerCase()
+  const value = Object.hasOwn(headers, key) ? headers[key] : undefined
+  if (value === undefined) return false
   const wanted = token.toLowerCase()
-  for (const element of headerList(headers, name)) if (element.toLowerCase() === wanted) return true
+  if (typeof value === "string") return lineHasToken(value, wanted)
+  for (const line of value) if (lineHasToken(line, wanted)) return true
+  return false
+}
+
+/** ASCII lowercase of a code unit (other code units unchanged). */
+const lowerAscii = (c: number): number => (c >= 0x41 && c <= 0x5a ? c + 0x20 : c)
+
+/**
+ * Whether one line of a comma-separated header has `wanted` (already lowercased) as an element,
+ * OWS-trimmed and compared ASCII case-insensitively like `headerList` + `toLowerCase`, without
+ * allocating.
+ */
+const lineHasToken = (line: string, wanted: string): boolean => {
+  const n = line.length
+  let start = 0
+  while (start <= n) {
+    let end = line.indexOf(",", start)
+    if (end === -1) end = n
+    let a = start
+    let b = end
+    while (a < b && isOws(line.charCodeAt(a))) a++
+    while (b > a && isOws(line.charCodeAt(b - 1))) b--
+    if (b - a === wanted.length) {
+      let i = 0
+      while (i < wanted.length && lowerAscii(line.charCodeAt(a + i)) === wanted.charCodeAt(i)) i++
+      if (i === wanted.length) return true
+    }
+    start = end + 1
+  }
   return false
 }
 
@@ -255,7 +296,15 @@ const VERSION_REQUIRED_HEADERS: Readonly<Record<string, string>> = Object.freeze
   "Sec-WebSocket-Version": WEBSOCKET_VERSION
 })
 
-const HTTP_VERSION = /^(\d)\.(\d)$/
+const isAsciiDigit = (c: number): boolean => c >= 0x30 && c <= 0x39
+
+/** `1.1` or a later `1.x` (one digit each side of the dot). */
+const isHttp11OrLater1x = (version: string): boolean =>
+  version.length === 3 &&
+  version.charCodeAt(0) === 0x31 &&
+  version.charCodeAt(1) === 0x2e &&
+  isAsciiDigit(version.charCodeAt(2)) &&
+  version.charCodeAt(2) !== 0x30
 
 /**
  * Checks an upgrade request (RFC 6455 §4.2.1) in this order, failing with the first problem:
@@ -281,15 +330,13 @@ export const validateUpgradeRequest = (request: UpgradeRequestInput): UpgradeReq
   if (request.method !== "GET") {
     return makeRejection(405, "A WebSocket upgrade must use GET", { Allow: "GET" })
   }
-  if (request.httpVersion !== undefined) {
-    const match = HTTP_VERSION.exec(request.httpVersion)
-    if (match === null || match[1] !== "1" || match[2] === "0") {
-      return makeRejection(400, "A WebSocket upgrade requires HTTP/1.1")
-    }
+  if (request.httpVersion !== undefined && !isHttp11OrLater1x(request.httpVersion)) {
+    return makeRejection(400, "A WebSocket upgrade requires HTTP/1.1")
   }
-  const host = headerLines(headers, "host")
-  if (host.length !== 1 || trimOws(host[0]!).length === 0) {
-    return makeRejection(400, host.length === 0 ? "Missing Host header" : "Invalid Host header")
+  const host = rawValue(headers, "host")
+  const hostLines = lineCount(host)
+  if (hostLines !== 1 || trimOws(firstLine(host)).length === 0) {
+    return makeRejection(400, hostLines === 0 ? "Missing Host header" : "Invalid Host header")
   }
   if (!hasToken(headers, "upgrade", "websocket")) {
     return makeRejection(426, "Upgrade: websocket required", UPGRADE_REQUIRED_HEADERS)
@@ -297,37 +344,40 @@ export const validateUpgradeRequest = (request: UpgradeRequestInput): UpgradeReq
   if (!hasToken(headers, "connection", "upgrade")) {
     return makeRejection(400, "Connection header must include Upgrade")
   }
-  const version = headerLines(headers, "sec-websocket-version")
-  if (version.length !== 1 || trimOws(version[0]!) !== WEBSOCKET_VERSION) {
+  const version = rawValue(headers, "sec-websocket-version")
+  if (lineCount(version) !== 1 || trimOws(firstLine(version)) !== WEBSOCKET_VERSION) {
     return makeRejection(426, "Unsupported WebSocket version: only 13 is supported", VERSION_REQUIRED_HEADERS)
   }
-  const keys = headerLines(headers, "sec-websocket-key")
-  if (keys.length === 0) return makeRejection(400, "Missing Sec-WebSocket-Key header")
-  if (keys.length > 1) return makeRejection(400, "Multiple Sec-WebSocket-Key headers")
-  const key = trimOws(keys[0]!)
+  const keys = rawValue(headers, "sec-websocket-key")
+  const keyLines = lineCount(keys)
+  if (keyLines === 0) return makeRejection(400, "Missing Sec-WebSocket-Key header")
+  if (keyLines > 1) return makeRejection(400, "Multiple Sec-WebSocket-Key headers")
+  const key = trimOws(firstLine(keys))
   if (!isValidKey(key)) return makeRejection(400, "Sec-WebSocket-Key is not base64 of 16 bytes")
-  const protocols = parseProtocols(headerLines(headers, "sec-websocket-protocol"))
+  const protocols = rawValue(headers, "sec-websocket-protocol") === undefined
+    ? []
+    : parseProtocols(headerLines(headers, "sec-websocket-protocol"))
   if (protocols === undefined) {
     return makeRejection(400, "Sec-WebSocket-Protocol must be a list of unique tokens")
   }
-  const extensionLines = headerLines(headers, "sec-websocket-extensions")
   let extensions: ReadonlyArray<WebSocketExtensionHeader> = []
-  if (extensionLines.length > 0) {
-    const parsed = parseWebSocketExtensions(extensionLines)
+  if (lineCount(rawValue(headers, "sec-websocket-extensions")) > 0) {
+    const parsed = parseWebSocketExtensions(headerLines(headers, "sec-websocket-extensions"))
     if (isExtensionHeaderError(parsed)) {
       return makeRejection(400, "Invalid Sec-WebSocket-Extensions header")
     }
     extensions = parsed
   }
-  const origins = headerLines(headers, "origin")
-  if (origins.length > 1) return makeRejection(400, "Multiple Origin headers")
+  const origins = rawValue(headers, "origin")
+  const originLines = lineCount(origins)
+  if (originLines > 1) return makeRejection(400, "Multiple Origin headers")
   return {
     _tag: "UpgradeRequest",
     key,
     accept: computeAccept(key),
     protocols,
     extensions,
-    origin: origins.length === 0 ? undefined : trimOws(origins[0]!)
+    origin: originLines === 0 ? undefined : trimOws(firstLine(origins))
   }
 }
 
@@ -471,6 +521,11 @@ export const formatUpgradeResponse = (
   request: UpgradeRequest,
   options: AcceptOptions = {}
 ): string | HandshakeFormatError => {
+  if (options.protocol === undefined && options.extensions === undefined && options.headers === undefined) {
+    // The common case, built in one expression (no header pairs).
+    return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+      request.accept + "\r\n\r\n"
+  }
   const pairs = acceptPairs(request, options)
   return isHandshakeFormatError(pairs) ? pairs : formatHead("HTTP/1.1 101 Switching Protocols", pairs)
 }

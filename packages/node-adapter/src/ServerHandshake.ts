@@ -143,34 +143,14 @@ export interface NegotiatedUpgrade extends AcceptedUpgrade {
 }
 
 /**
- * Decides an upgrade request without writing anything: validation (431, then 400/405/426), the
- * `verify` hook (its `UpgradeRejected`; a defect in it becomes a 500 and is logged), the
- * subprotocol choice, extension negotiation (each supported extension, in order, answers the
- * client's offers; those that answer are in use), and the 101 head. Fails with
- * `UpgradeRejected` carrying the status to answer with (500 when the application chose an
- * unoffered subprotocol or bad response headers).
+ * The part of `negotiate` after the `verify` hook, synchronous: the subprotocol choice, extension
+ * negotiation and the 101 head, or the 500 `UpgradeRejected` for an unoffered subprotocol or bad
+ * response headers. Throws only what `selectProtocol` or an extension throws.
  */
-export const negotiate = Effect.fnUntraced(function*<R = never>(
-  request: Http.IncomingMessage,
-  options: ServerHandshakeOptions<R> = {}
-): Effect.fn.Return<NegotiatedUpgrade, UpgradeRejected, R> {
-  const validated = validate(request, options.maxHeaders ?? DEFAULT_MAX_HEADERS)
-  if (Handshake.isHandshakeRejection(validated)) return yield* rejectedOf(validated)
-  const info = validated
-
-  if (options.verify !== undefined) {
-    const verify = options.verify
-    yield* Effect.catchCause(Effect.suspend(() => verify(info)), (cause) => {
-      const failure = Cause.findErrorOption(cause)
-      if (failure._tag === "Some") return Effect.fail(rejectedOf(rejectionOf(failure.value)))
-      if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
-      return Effect.andThen(
-        Effect.logError("WebSocket verify hook failed", cause),
-        Effect.fail(new UpgradeRejected({ status: 500, reason: "Internal Server Error" }))
-      )
-    })
-  }
-
+const conclude = <R>(
+  info: UpgradeInfo,
+  options: ServerHandshakeOptions<R>
+): NegotiatedUpgrade | UpgradeRejected => {
   const protocol = info.protocols.length > 0 && options.selectProtocol !== undefined
     ? options.selectProtocol(info.protocols, info)
     : undefined
@@ -186,16 +166,94 @@ export const negotiate = Effect.fnUntraced(function*<R = never>(
     }
   }
 
-  const response = Handshake.formatUpgradeResponse(info.upgrade, {
-    ...(protocol === undefined ? {} : { protocol }),
-    ...(responseExtensions.length === 0 ? {} : { extensions: responseExtensions }),
-    ...(options.responseHeaders === undefined ? {} : { headers: options.responseHeaders })
-  })
+  const response = protocol === undefined && responseExtensions.length === 0 && options.responseHeaders === undefined
+    ? Handshake.formatUpgradeResponse(info.upgrade)
+    : Handshake.formatUpgradeResponse(info.upgrade, {
+      ...(protocol === undefined ? {} : { protocol }),
+      ...(responseExtensions.length === 0 ? {} : { extensions: responseExtensions }),
+      ...(options.responseHeaders === undefined ? {} : { headers: options.responseHeaders })
+    })
   if (typeof response !== "string") {
-    return yield* new UpgradeRejected({ status: 500, reason: `Cannot accept the upgrade: ${response.message}` })
+    return new UpgradeRejected({ status: 500, reason: `Cannot accept the upgrade: ${response.message}` })
   }
   return { info, protocol, extensions: negotiated, response }
+}
+
+/**
+ * `negotiate` without effects, for servers that have no `verify` hook (it returns `undefined`
+ * when `options.verify` is set: run `negotiate` then). The negotiated upgrade, or the
+ * `UpgradeRejected` to answer with. Throws only what `selectProtocol` or an extension throws.
+ */
+export const negotiateSync = <R = never>(
+  request: Http.IncomingMessage,
+  options: ServerHandshakeOptions<R> = {}
+): NegotiatedUpgrade | UpgradeRejected | undefined => {
+  if (options.verify !== undefined) return undefined
+  const validated = validate(request, options.maxHeaders ?? DEFAULT_MAX_HEADERS)
+  if (Handshake.isHandshakeRejection(validated)) return rejectedOf(validated)
+  return conclude(validated, options)
+}
+
+const fromDecision = (decision: NegotiatedUpgrade | UpgradeRejected): Effect.Effect<NegotiatedUpgrade, UpgradeRejected> =>
+  decision instanceof UpgradeRejected ? Effect.fail(decision) : Effect.succeed(decision)
+
+const negotiateWithVerify = Effect.fnUntraced(function*<R>(
+  request: Http.IncomingMessage,
+  options: ServerHandshakeOptions<R>,
+  verify: (info: UpgradeInfo) => Effect.Effect<void, UpgradeRejected, R>
+): Effect.fn.Return<NegotiatedUpgrade, UpgradeRejected, R> {
+  const validated = validate(request, options.maxHeaders ?? DEFAULT_MAX_HEADERS)
+  if (Handshake.isHandshakeRejection(validated)) return yield* rejectedOf(validated)
+  const info = validated
+  yield* Effect.catchCause(Effect.suspend(() => verify(info)), (cause) => {
+    const failure = Cause.findErrorOption(cause)
+    if (failure._tag === "Some") return Effect.fail(rejectedOf(rejectionOf(failure.value)))
+    if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+    return Effect.andThen(
+      Effect.logError("WebSocket verify hook failed", cause),
+      Effect.fail(new UpgradeRejected({ status: 500, reason: "Internal Server Error" }))
+    )
+  })
+  return yield* fromDecision(conclude(info, options))
 })
+
+/**
+ * Decides an upgrade request without writing anything: validation (431, then 400/405/426), the
+ * `verify` hook (its `UpgradeRejected`; a defect in it becomes a 500 and is logged), the
+ * subprotocol choice, extension negotiation (each supported extension, in order, answers the
+ * client's offers; those that answer are in use), and the 101 head. Fails with
+ * `UpgradeRejected` carrying the status to answer with (500 when the application chose an
+ * unoffered subprotocol or bad response headers).
+ */
+export const negotiate = <R = never>(
+  request: Http.IncomingMessage,
+  options: ServerHandshakeOptions<R> = {}
+): Effect.Effect<NegotiatedUpgrade, UpgradeRejected, R> => {
+  const verify = options.verify
+  return verify === undefined
+    ? Effect.suspend(() => fromDecision(negotiateSync(request, options)!))
+    : negotiateWithVerify(request, options, verify)
+}
+
+/**
+ * Writes a negotiated upgrade's 101 head (unless the client already went away: the transport then
+ * reports Reset) and, when a scope is given, releases the negotiated extensions' resources when it
+ * closes. Returns the accepted upgrade.
+ */
+export const writeAccepted = (
+  socket: Net.Socket,
+  negotiated: NegotiatedUpgrade,
+  scope: Scope.Scope | undefined
+): Effect.Effect<AcceptedUpgrade> => {
+  if (!socket.destroyed) socket.write(negotiated.response, "latin1")
+  const accepted: AcceptedUpgrade = {
+    info: negotiated.info,
+    protocol: negotiated.protocol,
+    extensions: negotiated.extensions
+  }
+  if (accepted.extensions.length === 0 || scope === undefined) return Effect.succeed(accepted)
+  return Effect.as(Scope.addFinalizer(scope, releaseExtensions(accepted.extensions)), accepted)
+}
 
 /**
  * Runs the whole server handshake on a socket node:http handed over: `negotiate`, then writes
@@ -211,13 +269,12 @@ export const accept = <R = never>(
 ): Effect.Effect<AcceptedUpgrade, UpgradeRejected, R> =>
   negotiate(request, options).pipe(
     Effect.tapError((rejected) => writeRejection(socket, rejectionOf(rejected))),
-    Effect.flatMap(({ response, ...accepted }) => {
-      // If the client already went away, the write fails quietly and the transport reports Reset.
-      if (!socket.destroyed) socket.write(response, "latin1")
-      if (accepted.extensions.length === 0) return Effect.succeed(accepted)
-      return Effect.flatMap(Effect.serviceOption(Scope.Scope), (scope) =>
-        scope._tag === "None"
-          ? Effect.succeed(accepted)
-          : Effect.as(Scope.addFinalizer(scope.value, releaseExtensions(accepted.extensions)), accepted))
-    })
+    Effect.flatMap((negotiated) =>
+      negotiated.extensions.length === 0
+        ? writeAccepted(socket, negotiated, undefined)
+        : Effect.flatMap(
+          Effect.serviceOption(Scope.Scope),
+          (scope) => writeAccepted(socket, negotiated, scope._tag === "None" ? undefined : scope.value)
+        )
+    )
   )

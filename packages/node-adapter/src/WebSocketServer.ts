@@ -251,11 +251,36 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
       return
     }
     const scope = Scope.makeUnsafe()
+    // Without a `verify` hook the handshake is decided here, synchronously (no effect for it);
+    // a rejection, or anything thrown by the application's hooks, takes the effectful path below
+    // (which decides again, and answers, fails or dies the same way as with a hook).
+    let decided: ServerHandshake.NegotiatedUpgrade | undefined = undefined
+    if (options.verify === undefined && (options.path === undefined || pathOf(request.url) === options.path)) {
+      try {
+        const decision = ServerHandshake.negotiateSync(request, options)
+        if (decision !== undefined && !(decision instanceof ServerHandshake.UpgradeRejected)) decided = decision
+      } catch {
+        decided = undefined
+      }
+    }
     // Handed to the handshake once and forgotten: the fiber's stack (the `onExit` below) keeps
     // this effect for the whole connection, so it must not keep the request or the head buffer.
     let pendingRequest: Http.IncomingMessage | undefined = request
     let pendingHead: Buffer | undefined = head
-    const effect: Effect.Effect<void, unknown, R | RV | Scope.Scope> = Effect.suspend(() => {
+    let pendingDecision = decided
+    const effect: Effect.Effect<void, unknown, R | RV | Scope.Scope> = decided !== undefined
+      ? Effect.suspend(() => {
+        const negotiated = pendingDecision!
+        const initialBytes = pendingHead!
+        pendingDecision = undefined
+        pendingRequest = undefined
+        pendingHead = undefined
+        return Effect.flatMap(
+          ServerHandshake.writeAccepted(socket, negotiated, scope),
+          (accepted) => serve(connection, accepted, initialBytes)
+        )
+      })
+      : Effect.suspend(() => {
       const upgrade = pendingRequest!
       const initialBytes = pendingHead!
       pendingRequest = undefined

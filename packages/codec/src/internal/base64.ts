@@ -15,22 +15,45 @@ const VALUES: Int8Array = (() => {
   return values
 })()
 
-/** Encodes `bytes[start, end)` as padded base64. */
+/** The ASCII code of each 6-bit value. */
+const CODES: Uint8Array = Uint8Array.from(ALPHABET, (c) => c.charCodeAt(0))
+
+const PAD = 0x3d
+
+/**
+ * Encodes `bytes[start, end)` as padded base64. Builds the character codes in one array and the
+ * string in one `String.fromCharCode` call (no intermediate strings per quantum).
+ */
 export const encodeBase64 = (bytes: Uint8Array, start = 0, end = bytes.length): string => {
-  let out = ""
+  const length = end - start
+  const codes = new Array<number>(Math.ceil(length / 3) * 4)
+  let o = 0
   let i = start
   for (; i + 3 <= end; i += 3) {
     const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!
-    out += ALPHABET[n >>> 18]! + ALPHABET[(n >>> 12) & 63]! + ALPHABET[(n >>> 6) & 63]! + ALPHABET[n & 63]!
+    codes[o++] = CODES[n >>> 18]!
+    codes[o++] = CODES[(n >>> 12) & 63]!
+    codes[o++] = CODES[(n >>> 6) & 63]!
+    codes[o++] = CODES[n & 63]!
   }
   const left = end - i
   if (left === 1) {
     const n = bytes[i]! << 16
-    out += ALPHABET[n >>> 18]! + ALPHABET[(n >>> 12) & 63]! + "=="
+    codes[o++] = CODES[n >>> 18]!
+    codes[o++] = CODES[(n >>> 12) & 63]!
+    codes[o++] = PAD
+    codes[o++] = PAD
   } else if (left === 2) {
     const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8)
-    out += ALPHABET[n >>> 18]! + ALPHABET[(n >>> 12) & 63]! + ALPHABET[(n >>> 6) & 63]! + "="
+    codes[o++] = CODES[n >>> 18]!
+    codes[o++] = CODES[(n >>> 12) & 63]!
+    codes[o++] = CODES[(n >>> 6) & 63]!
+    codes[o++] = PAD
   }
+  // Chunked so that a long input never exceeds the engine's argument limit.
+  if (codes.length <= 8192) return String.fromCharCode.apply(null, codes)
+  let out = ""
+  for (let at = 0; at < codes.length; at += 8192) out += String.fromCharCode.apply(null, codes.slice(at, at + 8192))
   return out
 }
 
