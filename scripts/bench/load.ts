@@ -11,14 +11,38 @@
  *   the messages echoed in the window, the RTTs (with 1 connection × 1 in flight) and its own
  *   CPU time, so one can see it is not the bottleneck. Then it closes every connection.
  * - `open`: opens `count` idle connections, at most `concurrency` handshakes at a time, and
- *   returns how long that took; `closeAll` closes them.
+ *   returns how long that took; `closeAll` closes them. With `exchangeSize` (permessage-deflate
+ *   offered), each connection then sends `exchanges` (default 1) compressed JSON-ish messages of
+ *   that size and waits for their echoes (as `replies` allows) before it idles.
+ *
+ * permessage-deflate (`deflate.ts`): with `deflate` set, connections offer `DEFLATE_OFFER`
+ * (`client_no_context_takeover`, so each message we send is compressed on its own and the same
+ * compressed bytes are written again and again: the message is deflated once per run with
+ * node:zlib) and fail unless the server accepts. `"compressed"` sends RSV1 messages,
+ * `"negotiated"` sends plain ones (as a client does below its threshold). `replies` says which
+ * replies are accepted (plain: RSV1 clear and the right length; compressed: RSV1 set, any
+ * length; see `EchoReader`); the compressed replies of the first `verifyConns` connections are
+ * all inflated (in order: the server keeps its context) and checked byte for byte against what
+ * was sent; the others are only counted.
  *
  * Every wait is bounded (`maxMs`, handshake and close timeouts).
  */
 import { Frame } from "@effect-ws/codec"
 import type * as Net from "node:net"
 import { emit, HOST, type Message, serve } from "./ipc.ts"
-import { answerPings, clientFrameBytes, closeGracefully, EchoReader, open, type Opened } from "./rawclient.ts"
+import {
+  acceptDeflate,
+  answerPings,
+  clientFrameBytes,
+  closeGracefully,
+  DEFLATE_OFFER,
+  deflateMessage,
+  EchoReader,
+  open,
+  type Opened,
+  type ReplyCompression,
+  ReplyInflater
+} from "./rawclient.ts"
 
 /** Parameters of an `echo` run. */
 export interface EchoParams {
@@ -33,6 +57,14 @@ export interface EchoParams {
   readonly minSamples: number
   /** Hard limit on the measuring window. */
   readonly maxMs: number
+  /** The payload: `"a"` repeated (default) or compressible JSON-ish text (`jsonishPayload`). */
+  readonly payload?: "a" | "json" | undefined
+  /** permessage-deflate: not offered (default), negotiated but plain messages sent, or RSV1 messages sent. */
+  readonly deflate?: "off" | "negotiated" | "compressed" | undefined
+  /** Which replies are accepted (default plain). */
+  readonly replies?: ReplyCompression | undefined
+  /** How many connections' compressed replies are inflated and checked (default 1). */
+  readonly verifyConns?: number | undefined
 }
 
 /** What an `echo` run measured in its window. */
@@ -43,6 +75,13 @@ export interface EchoResult {
   readonly generatorCpuMicros: number
   /** RTT percentiles in µs (1 connection × 1 in flight only). */
   readonly rtt: { readonly samples: number; readonly p50: number; readonly p99: number; readonly mean: number } | null
+  /** Bytes of one message as written (frame header, mask and possibly compressed payload). */
+  readonly wireBytes: number
+  /** Replies inflated and checked (over the whole run, warm-up included), when any was compressed. */
+  readonly verified: { readonly messages: number; readonly inflated: number } | null
+  /** Replies over the whole run (warm-up included), and how many of them were compressed. */
+  readonly replies: number
+  readonly compressedReplies: number
 }
 
 /** What an `open` request measured. */
@@ -52,6 +91,8 @@ export interface OpenResult {
   readonly firstError: string | null
   readonly seconds: number
   readonly generatorCpuMicros: number
+  /** Messages echoed after opening (`exchangeSize` only). */
+  readonly exchanged: number
 }
 
 const HANDSHAKE_TIMEOUT_MS = 15_000
@@ -64,23 +105,48 @@ const cpuMicros = () => {
   return usage.user + usage.system
 }
 
-/** Opens `count` connections with at most `concurrency` handshakes in flight, all within `maxMs`. */
+/**
+ * Compressible text of `size` bytes: one JSON-ish record repeated (ASCII, so valid UTF-8 however
+ * it is cut).
+ */
+export const jsonishPayload = (size: number): Uint8Array => {
+  const record = '{"id":12345,"type":"chat.message","user":{"name":"alice","roles":["admin","dev"]},"text":"hello, world","ok":true},'
+  const out = new Uint8Array(size)
+  for (let i = 0; i < size; i++) out[i] = record.charCodeAt(i % record.length)
+  return out
+}
+
+/**
+ * Opens `count` connections with at most `concurrency` handshakes in flight, all within `maxMs`;
+ * with `deflate`, each offers permessage-deflate and fails unless the server accepts it.
+ */
 const openMany = async (
   port: number,
   count: number,
   concurrency: number,
-  maxMs: number
-): Promise<{ opened: Array<Opened>; failed: number; firstError: string | null }> => {
+  maxMs: number,
+  deflate = false
+): Promise<{ opened: Array<Opened>; failed: number; firstError: string | null; windowBits: number }> => {
   const opened: Array<Opened> = []
   const deadline = performance.now() + maxMs
   let next = 0
   let failed = 0
   let firstError: string | null = null
+  let windowBits = 15
   const worker = async () => {
     while (next < count && performance.now() < deadline) {
       next++
       try {
-        opened.push(await open(HOST, port, "/", HANDSHAKE_TIMEOUT_MS))
+        const connection = await open(HOST, port, "/", HANDSHAKE_TIMEOUT_MS, deflate ? DEFLATE_OFFER : undefined)
+        if (deflate) {
+          try {
+            windowBits = Math.min(windowBits, acceptDeflate(connection.extensions))
+          } catch (error) {
+            connection.socket.destroy()
+            throw error
+          }
+        }
+        opened.push(connection)
       } catch (error) {
         failed++
         firstError ??= String(error)
@@ -89,7 +155,7 @@ const openMany = async (
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
   failed += count - opened.length - failed // not attempted before the deadline
-  return { opened, failed, firstError }
+  return { opened, failed, firstError, windowBits }
 }
 
 const percentile = (sorted: Float64Array, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!
@@ -97,16 +163,23 @@ const percentile = (sorted: Float64Array, p: number) => sorted[Math.min(sorted.l
 const echo = async (message: Message): Promise<EchoResult> => {
   const p = message["params"] as EchoParams
   const run = message.id
-  const payload = new Uint8Array(p.size).fill(0x61) // "aaa…": valid UTF-8 for the text runs
-  const one = clientFrameBytes(p.binary ? Frame.binary(payload) : Frame.text(payload))
-  const batch = Buffer.concat(Array.from({ length: p.inFlight }, () => one))
+  // "aaa…" (valid UTF-8 for the text runs) or JSON-ish text.
+  const payload = p.payload === "json" ? jsonishPayload(p.size) : new Uint8Array(p.size).fill(0x61)
+  const deflate = p.deflate ?? "off"
+  const replies = p.replies ?? "plain"
   const timed = p.conns === 1 && p.inFlight === 1
 
-  const { opened, failed, firstError } = await openMany(p.port, p.conns, 50, 30_000)
+  const { opened, failed, firstError, windowBits } = await openMany(p.port, p.conns, 50, 30_000, deflate !== "off")
   if (failed > 0) {
     await Promise.all(opened.map((c) => closeGracefully(c.socket, CLOSE_TIMEOUT_MS)))
     throw new Error(`${failed} of ${p.conns} connections failed: ${firstError}`)
   }
+  // Deflated once: without client context takeover every copy is a valid message on its own.
+  const sent = deflate === "compressed" ? deflateMessage(payload, windowBits) : payload
+  const one = clientFrameBytes(Frame.make(p.binary ? "Binary" : "Text", true, deflate === "compressed", false, false, sent))
+  const batch = Buffer.concat(Array.from({ length: p.inFlight }, () => one))
+  const inflaters: Array<ReplyInflater> = []
+  const readers: Array<EchoReader> = []
 
   let received = 0
   let stopping = false
@@ -140,7 +213,14 @@ const echo = async (message: Message): Promise<EchoResult> => {
   for (const { head, socket } of opened) {
     const conn: Conn = { socket, outstanding: 0, due: 0 }
     conns.push(conn)
-    const reader = new EchoReader(p.binary ? 2 : 1, p.size)
+    const reader = new EchoReader(p.binary ? 2 : 1, p.size, replies)
+    readers.push(reader)
+    if (replies !== "plain" && inflaters.length < (p.verifyConns ?? 1)) {
+      const inflater = new ReplyInflater(payload)
+      inflaters.push(inflater)
+      reader.onPayload = inflater.push
+      reader.onMessageEnd = inflater.end
+    }
     const onData = (chunk: Buffer) => {
       let n: number
       try {
@@ -212,6 +292,15 @@ const echo = async (message: Message): Promise<EchoResult> => {
   while (failure === undefined && conns.some((c) => c.outstanding > 0) && performance.now() < drainDeadline) await sleep(5)
   await Promise.all(conns.map((c) => closeGracefully(c.socket, CLOSE_TIMEOUT_MS)))
   if (failure !== undefined) throw failure
+  let verified: EchoResult["verified"] = null
+  if (inflaters.length > 0) {
+    const checked = await Promise.all(inflaters.map((inflater) => inflater.finish(30_000)))
+    verified = {
+      messages: checked.reduce((n, c) => n + c.messages, 0),
+      inflated: checked.reduce((n, c) => n + c.inflated, 0)
+    }
+    if (replies === "compressed" && verified.messages === 0) throw new Error("no compressed reply was inflated")
+  }
 
   let rtt: EchoResult["rtt"] = null
   if (timed) {
@@ -225,7 +314,12 @@ const echo = async (message: Message): Promise<EchoResult> => {
       mean: (sum / sampleCount) * 1000
     }
   }
-  return { messages: r1 - r0, seconds: (t1 - t0) / 1000, generatorCpuMicros: c1 - c0, rtt }
+  return { messages: r1 - r0, seconds: (t1 - t0) / 1000, generatorCpuMicros: c1 - c0, rtt,
+    wireBytes: one.length,
+    verified,
+    replies: received,
+    compressedReplies: readers.reduce((n, r) => n + r.compressedMessages, 0)
+  }
 }
 
 /** Idle connections held for `conns.ts`. */
@@ -236,18 +330,33 @@ const openIdle = async (message: Message): Promise<OpenResult> => {
   const count = message["count"] as number
   const concurrency = message["concurrency"] as number
   const maxMs = message["maxMs"] as number
+  const exchangeSize = typeof message["exchangeSize"] === "number" ? message["exchangeSize"] : undefined
+  const exchanges = typeof message["exchanges"] === "number" ? Math.max(1, Math.min(100, message["exchanges"])) : 1
+  const replies = (message["replies"] ?? "plain") as ReplyCompression
   const c0 = cpuMicros()
   const t0 = performance.now()
-  const { opened, failed, firstError } = await openMany(port, count, concurrency, maxMs)
+  const { opened, failed, firstError, windowBits } = await openMany(port, count, concurrency, maxMs, exchangeSize !== undefined)
   const seconds = (performance.now() - t0) / 1000
   const generatorCpuMicros = cpuMicros() - c0
+  const payload = jsonishPayload(exchangeSize ?? 0)
+  const batch = exchangeSize === undefined
+    ? undefined
+    : Buffer.concat(
+      Array.from(
+        { length: exchanges },
+        () => clientFrameBytes(Frame.make("Text", true, true, false, false, deflateMessage(payload, windowBits)))
+      )
+    )
+  let exchanged = 0
+  let failure: unknown = undefined
   for (const { head, socket } of opened) {
-    const reader = new EchoReader(1, 0)
+    const reader = new EchoReader(1, payload.length, replies)
     const onData = (chunk: Buffer) => {
       try {
-        reader.push(chunk)
+        exchanged += reader.push(chunk)
         answerPings(socket, reader)
-      } catch {
+      } catch (error) {
+        failure ??= error
         socket.destroy()
       }
     }
@@ -256,8 +365,16 @@ const openIdle = async (message: Message): Promise<OpenResult> => {
     if (head.length > 0) onData(head)
     socket.resume()
     held.push(socket)
+    if (batch !== undefined) socket.write(batch)
   }
-  return { opened: opened.length, failed, firstError, seconds, generatorCpuMicros }
+  if (batch !== undefined) {
+    const expected = opened.length * exchanges
+    const deadline = performance.now() + maxMs
+    while (failure === undefined && exchanged < expected && performance.now() < deadline) await sleep(10)
+    if (failure !== undefined) throw failure
+    if (exchanged < expected) throw new Error(`only ${exchanged} of ${expected} messages echoed within ${maxMs} ms`)
+  }
+  return { opened: opened.length, failed, firstError, seconds, generatorCpuMicros, exchanged }
 }
 
 const closeAll = async (): Promise<number> => {

@@ -1,14 +1,19 @@
 /**
- * The `ws` echo server of the benchmarks (a child of `echo.ts` / `conns.ts`): `ws`'s own
- * `WebSocketServer` on 127.0.0.1 and an ephemeral port, default options (no permessage-deflate,
- * no native addons unless installed), echoing every message with its type. It reports `ready`
- * with its port and answers `stats` requests with its own CPU and memory (see `../ipc.ts`).
+ * The `ws` echo server of the benchmarks (a child of `echo.ts` / `conns.ts` / `deflate.ts`):
+ * `ws`'s own `WebSocketServer` on 127.0.0.1 and an ephemeral port, default options (no
+ * permessage-deflate, no native addons unless installed), echoing every message with its type.
+ * With BENCH_DEFLATE=1 in its environment (`deflate.ts`) it enables `perMessageDeflate: true`
+ * (ws's defaults: context takeover, zlib's default level, `threshold: 1024`,
+ * `concurrencyLimit: 10`). It reports `ready` with its port and answers `stats` requests with its
+ * own CPU and memory (see `../ipc.ts`).
  */
 import type { AddressInfo } from "node:net"
 import { WebSocketServer } from "ws"
 import { emit, HOST, serve, serverHandlers } from "../ipc.ts"
 
-const wss = new WebSocketServer({ host: HOST, port: 0 })
+const deflate = process.env["BENCH_DEFLATE"] === "1"
+
+const wss = new WebSocketServer({ host: HOST, port: 0, perMessageDeflate: deflate })
 wss.on("connection", (ws) => {
   ws.on("error", () => {})
   ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }))
@@ -19,5 +24,5 @@ wss.on("error", (error) => {
 })
 wss.on("listening", () => {
   serve(serverHandlers(() => wss.clients.size))
-  emit({ type: "ready", port: (wss.address() as AddressInfo).port, server: "ws" })
+  emit({ type: "ready", port: (wss.address() as AddressInfo).port, server: "ws", deflate })
 })
