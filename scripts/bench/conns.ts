@@ -18,7 +18,7 @@
  * raised. Ratios are ours / ws (< 1 is better for everything but connections/s).
  */
 import { existsSync, readFileSync } from "node:fs"
-import { type Child, fmt, openFileLimit, type Server, type ServerStats, withBench } from "./ipc.ts"
+import { awaitConnections, type Child, fmt, openFileLimit, type Server, type ServerStats, withBench } from "./ipc.ts"
 import type { OpenResult } from "./load.ts"
 
 const TARGET = Math.max(1, Number(process.env["BENCH_CONNS"] ?? 5_000) || 5_000)
@@ -43,19 +43,6 @@ interface Measured {
   /** After every connection was closed again (gc'd): what closed connections left behind. */
   readonly closed: ServerStats
   readonly serverCpuPerConnection: number
-}
-
-/** Polls the server until it counts `count` open connections, at most `maxMs`; returns its last stats. */
-const awaitConnections = async (server: Server, count: number, maxMs: number): Promise<ServerStats> => {
-  const deadline = performance.now() + maxMs
-  for (;;) {
-    const stats = await server.child.stats()
-    if (stats.connections === count) return stats
-    if (performance.now() > deadline) {
-      throw new Error(`${server.name} has ${stats.connections} connections open, expected ${count} (waited ${maxMs} ms)`)
-    }
-    await sleep(50)
-  }
 }
 
 const open = async (generator: Child, server: Server, count: number): Promise<OpenResult> => {

@@ -31,7 +31,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
+import { alternate, awaitConnections, type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
 import type { EchoParams, EchoResult, OpenResult } from "./load.ts"
 import { printTopFunctions } from "./profile.ts"
 
@@ -123,19 +123,6 @@ const runOnce = async (generator: Child, server: Server, scenario: Scenario): Pr
   }
 }
 
-/** Polls the server until it counts `count` open connections, at most `maxMs`. */
-const awaitConnections = async (server: Server, count: number, maxMs: number): Promise<ServerStats> => {
-  const deadline = performance.now() + maxMs
-  for (;;) {
-    const stats = await server.child.stats()
-    if (stats.connections === count) return stats
-    if (performance.now() > deadline) {
-      throw new Error(`${server.name} has ${stats.connections} connections open, expected ${count} (waited ${maxMs} ms)`)
-    }
-    await sleep(50)
-  }
-}
-
 interface Memory {
   readonly baseline: ServerStats
   readonly loaded: ServerStats
@@ -193,11 +180,8 @@ const main = async () => {
     const messagesPerSecond: Record<string, Record<Server["name"], number>> = {}
     const cpuPerMessage: Record<string, Record<Server["name"], number>> = {}
     for (const scenario of SCENARIOS) {
-      const runs: Record<Server["name"], Array<Run>> = { ours: [], ws: [] }
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const server of round % 2 === 0 ? [ours, ws] : [ws, ours]) {
+      const runs = await alternate(ROUNDS, [ours, ws], async (server) => {
           const run = await runOnce(generator, server, scenario)
-          runs[server.name].push(run)
           busiestGenerator = Math.max(busiestGenerator, run.generatorCpuPercent)
           if (run.generatorCpuPercent >= 80 && run.serverCpuPercent < 90) suspect.push(`${scenario.key}/${server.name}`)
           console.error(
@@ -205,8 +189,8 @@ const main = async () => {
               `, ${fmt(run.compressedPercent)} % of replies compressed` +
               (run.verified > 0 ? `, ${fmt(run.verified)} inflated and checked` : "")
           )
-        }
-      }
+          return run
+      })
       const m = (name: Server["name"], f: (r: Run) => number) => median(runs[name].map(f))
       const row = (metric: string, f: (r: Run) => number, digits: number) =>
         addRow(scenario.name, metric, m("ours", f), m("ws", f), digits)

@@ -20,7 +20,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
+import { alternate, type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
 import type { EchoParams, EchoResult } from "./load.ts"
 import { printTopFunctions } from "./profile.ts"
 
@@ -110,19 +110,16 @@ const main = async () => {
     /** Runs where the generator was busy while the server was not saturated. */
     const suspect: Array<string> = []
     for (const scenario of SCENARIOS) {
-      const runs: Record<Server["name"], Array<Run>> = { ours: [], ws: [] }
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const server of round % 2 === 0 ? [ours, ws] : [ws, ours]) {
+      const runs = await alternate(ROUNDS, [ours, ws], async (server) => {
           const run = await runOnce(generator, server, scenario)
-          runs[server.name].push(run)
           busiestGenerator = Math.max(busiestGenerator, run.generatorCpuPercent)
           if (run.generatorCpuPercent >= 80 && run.serverCpuPercent < 90) suspect.push(`${scenario.key}/${server.name}`)
           console.error(
             `  ${scenario.key} ${server.name.padEnd(4)} ${fmt(run.messagesPerSecond)} msg/s, server ${fmt(run.serverCpuPerMessage, 2)} µs/msg (${fmt(run.serverCpuPercent)} % CPU), generator ${fmt(run.generatorCpuPercent)} % CPU` +
               (run.samples > 0 ? `, RTT p50 ${fmt(run.p50, 1)} µs p99 ${fmt(run.p99, 1)} µs over ${fmt(run.samples)}` : "")
           )
-        }
-      }
+          return run
+      })
       const m = (name: Server["name"], f: (r: Run) => number) => median(runs[name].map(f))
       const row = (metric: string, f: (r: Run) => number, digits: number) => {
         const a = m("ours", f)

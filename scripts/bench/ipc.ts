@@ -304,3 +304,32 @@ export const withBench = async <A>(
   }
 }
 
+/** Polls `server` until it counts `count` open connections, at most `maxMs`; returns its last stats. */
+export const awaitConnections = async (server: Server, count: number, maxMs: number): Promise<ServerStats> => {
+  const deadline = performance.now() + maxMs
+  for (;;) {
+    const stats = await server.child.stats()
+    if (stats.connections === count) return stats
+    if (performance.now() > deadline) {
+      throw new Error(`${server.name} has ${stats.connections} connections open, expected ${count} (waited ${maxMs} ms)`)
+    }
+    await new Promise<void>((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/**
+ * Runs `run` `rounds` times for each server, alternating which one goes first in each round (so
+ * neither always runs on a warmer or cooler machine); returns each server's runs in order.
+ */
+export const alternate = async <R>(
+  rounds: number,
+  servers: readonly [Server, Server],
+  run: (server: Server) => Promise<R>
+): Promise<Record<Server["name"], Array<R>>> => {
+  const runs: Record<Server["name"], Array<R>> = { ours: [], ws: [] }
+  for (let round = 0; round < rounds; round++) {
+    for (const server of round % 2 === 0 ? servers : [servers[1], servers[0]]) runs[server.name].push(await run(server))
+  }
+  return runs
+}
+
