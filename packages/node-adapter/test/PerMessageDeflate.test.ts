@@ -12,7 +12,7 @@ import * as PerMessageDeflate from "../src/PerMessageDeflate.ts"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
 import * as WebSocketRoute from "../src/WebSocketRoute.ts"
 import * as WebSocketServer from "../src/WebSocketServer.ts"
-import { eventually } from "./helpers.ts"
+import { echo, eventually } from "./helpers.ts"
 
 const offers = (header: string): ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader> => {
   const parsed = ExtensionHeader.parseWebSocketExtensions(header)
@@ -29,15 +29,6 @@ const serverInstance = (offer: string, config: PerMessageDeflate.PerMessageDefla
 
 const textOf = (message: Extension.Message) =>
   message._tag === "Text" ? DefaultWebSocketSession.readText(message) : `bin:${Buffer.from(message.payload).toString("hex")}`
-
-/** Echoes every message until the session ends. */
-const echo: WebSocketServer.ConnectionHandler<never, never> = (session) =>
-  Effect.gen(function*() {
-    while (true) {
-      const message = yield* session.receive
-      yield* session.send(message._tag === "Text" ? DefaultWebSocketSession.readText(message) : DefaultWebSocketSession.readBytes(message))
-    }
-  }).pipe(Effect.catch(() => Effect.void))
 
 /** Compressible text of `size` bytes. */
 const sample = (size: number, seed = 0) => {

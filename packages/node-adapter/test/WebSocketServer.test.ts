@@ -4,16 +4,7 @@ import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { WebSocket as WsClient } from "ws"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
 import * as WebSocketServer from "../src/WebSocketServer.ts"
-import { connectRaw, eventually, readUntil, upgradeRequest } from "./helpers.ts"
-
-/** Echoes every message until the session ends. */
-const echo: WebSocketServer.ConnectionHandler<never, never> = (session) =>
-  Effect.gen(function*() {
-    while (true) {
-      const message = yield* session.receive
-      yield* session.send(message._tag === "Text" ? DefaultWebSocketSession.readText(message) : DefaultWebSocketSession.readBytes(message))
-    }
-  }).pipe(Effect.catch(() => Effect.void))
+import { connectRaw, echo, eventually, readUntil, upgradeRequest } from "./helpers.ts"
 
 /** Opens a `ws` client and collects what it receives; resolves once open. */
 const wsClient = (url: string, protocols: ReadonlyArray<string> = []) =>

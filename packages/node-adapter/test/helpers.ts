@@ -1,5 +1,7 @@
+import { DefaultWebSocketSession } from "@effect-ws/core"
 import { type Duration, Effect, type Scope } from "effect"
 import * as Net from "node:net"
+import type { ConnectionHandler } from "../src/WebSocketServer.ts"
 
 /** A listening TCP server on 127.0.0.1 with an ephemeral port, closed (and its sockets destroyed) with the scope. */
 export const listen = (onConnection: (socket: Net.Socket) => void, options: Net.ServerOpts = {}) =>
@@ -117,3 +119,12 @@ export const rawExchange = (port: number, request: string | Uint8Array, until?: 
 
 /** The status code of an HTTP response text. */
 export const statusOf = (response: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1] ?? "0")
+
+/** A connection handler that echoes every message (text as text, bytes as bytes) until the session ends. */
+export const echo: ConnectionHandler<never, never> = (session) =>
+  Effect.gen(function*() {
+    while (true) {
+      const message = yield* session.receive
+      yield* session.send(message._tag === "Text" ? DefaultWebSocketSession.readText(message) : DefaultWebSocketSession.readBytes(message))
+    }
+  }).pipe(Effect.catch(() => Effect.void))
