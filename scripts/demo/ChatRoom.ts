@@ -5,7 +5,7 @@
  * part of the protocol and close the connection with 1003 (cannot accept).
  */
 import { CloseReason } from "@effect-ws/codec"
-import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
+import * as DefaultWebSocketSession from "@effect-ws/core/DefaultWebSocketSession"
 import { Context, Effect, Layer, PubSub, Ref, Stream } from "effect"
 
 /** What the room broadcasts (sent to browsers as JSON text). */
@@ -41,7 +41,7 @@ const CANNOT_ACCEPT = CloseReason.CloseReason(1003, "This room only accepts text
  * One member's connection: subscribe, announce, forward every room event to the member, and
  * publish every text message the member sends, until the session ends; then announce the leave.
  */
-export const chat = (session: WebSocketSession) =>
+export const chat = (session: DefaultWebSocketSession.WebSocketSession) =>
   Effect.gen(function*() {
     const room = yield* ChatRoom
     const name = `guest-${yield* Ref.updateAndGet(room.ids, (n) => n + 1)}`
@@ -58,7 +58,7 @@ export const chat = (session: WebSocketSession) =>
         : PubSub.publish(room.events, {
           type: "message",
           name,
-          text: new TextDecoder().decode(message.payload).slice(0, MAX_LINE)
+          text: DefaultWebSocketSession.readText(message).slice(0, MAX_LINE)
         })).pipe(
         Effect.ensuring(
           Effect.flatMap(Ref.updateAndGet(room.members, (n) => n - 1), (left) =>

@@ -6,7 +6,7 @@
  */
 import { type CloseReason, encodeCloseReason } from "./CloseReason.ts"
 import { Opcode } from "./FrameType.ts"
-import { encodeUtf8 } from "./Utf8.ts"
+import { decodeUtf8Lenient, encodeUtf8 } from "./Utf8.ts"
 
 /** The largest payload of a control frame (RFC 6455 §5.5). */
 export const MAX_CONTROL_PAYLOAD = 125
@@ -118,7 +118,7 @@ export const isControl = (frame: Frame): frame is ControlFrame =>
 export const opcodeOf = (frame: Frame): Opcode => Opcode[frame._tag]
 
 /** The UTF-8 text of a (whole) text frame, decoded leniently (invalid bytes become U+FFFD), as Ktor's `readText`. */
-export const readText = (frame: Text): string => new TextDecoder().decode(frame.payload)
+export const readText = (frame: Text): string => decodeUtf8Lenient(frame.payload)
 
 /** A copy of the frame's payload, as Ktor's `readBytes`. */
 export const readBytes = (frame: Frame): Uint8Array => frame.payload.slice()

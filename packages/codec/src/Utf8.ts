@@ -9,6 +9,7 @@
 
 const encoder = new TextEncoder()
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+const lenientDecoder = new TextDecoder()
 
 /** Encodes a string as UTF-8 (lone surrogates become U+FFFD, as `TextEncoder` does). */
 export const encodeUtf8 = (text: string): Uint8Array => encoder.encode(text)
@@ -21,6 +22,9 @@ export const decodeUtf8 = (bytes: Uint8Array): string | undefined => {
     return undefined
   }
 }
+
+/** Decodes UTF-8 leniently, as `TextDecoder` does: invalid bytes become U+FFFD, a leading BOM is dropped. Never fails. */
+export const decodeUtf8Lenient = (bytes: Uint8Array): string => lenientDecoder.decode(bytes)
 
 /** The number of UTF-8 bytes `text` encodes to, without encoding it. */
 export const utf8Length = (text: string): number => {
