@@ -5,7 +5,7 @@
  * (a Close with the expected code, then the TCP connection closes), or **fail fast** (the Close
  * arrives before the rest of the offending message is sent).
  */
-import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
+import { CloseReason, Frame, Serializer, Utf8 } from "@effect-ws/codec"
 import * as net from "node:net"
 import { Peer, type RawFrame } from "./peer.ts"
 
@@ -85,22 +85,12 @@ const expectMessages = async (peer: Peer, expect: Expect): Promise<Verdict> => {
       open = undefined
       const want = messages.shift()
       if (want === undefined) return failWith("an extra message")
-      const data = concat(got.parts)
+      const data = Serializer.concat(got.parts)
       if (got.type !== want.type) return failWith(`expected ${want.type}, got ${got.type}`)
       if (!equal(data, want.data)) return failWith(`${want.type} message of ${want.data.length} bytes came back different (${data.length} bytes)`)
     }
   }
   return pass
-}
-
-const concat = (parts: ReadonlyArray<Uint8Array>) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let o = 0
-  for (const p of parts) {
-    out.set(p, o)
-    o += p.length
-  }
-  return out
 }
 
 const describeClose = (payload: Uint8Array) => {
@@ -236,7 +226,7 @@ for (const op of [3, 4, 5, 6, 7, 11, 12, 13, 14, 15]) {
 add("5 fragmentation", "5.ping.fragmented", "a fragmented Ping fails 1002", failCase([{ opcode: PING, payload: enc("a"), fin: false }, { opcode: 0, payload: enc("b") }], [1002]))
 add("5 fragmentation", "5.pong.fragmented", "a fragmented Pong fails 1002", failCase([{ opcode: PONG, payload: enc("a"), fin: false }, { opcode: 0, payload: enc("b") }], [1002]))
 add("5 fragmentation", "5.text.two", "text in two fragments echoes as one message", echoCase([{ opcode: TEXT, payload: enc("frag"), fin: false }, { opcode: 0, payload: enc("ment") }], { messages: [text("fragment")] }))
-add("5 fragmentation", "5.binary.many", "binary in 10 fragments echoes as one message", echoCase([{ opcode: BINARY, payload: filled(10), fin: false }, ...Array.from({ length: 8 }, (_, i) => ({ opcode: 0, payload: filled(10, i + 1), fin: false })), { opcode: 0, payload: filled(10, 9) }], { messages: [binary(concat(Array.from({ length: 10 }, (_, i) => filled(10, i))))] }))
+add("5 fragmentation", "5.binary.many", "binary in 10 fragments echoes as one message", echoCase([{ opcode: BINARY, payload: filled(10), fin: false }, ...Array.from({ length: 8 }, (_, i) => ({ opcode: 0, payload: filled(10, i + 1), fin: false })), { opcode: 0, payload: filled(10, 9) }], { messages: [binary(Serializer.concat(Array.from({ length: 10 }, (_, i) => filled(10, i))))] }))
 add("5 fragmentation", "5.text.pings-between", "Pings and Pongs between fragments are handled, the message echoes", echoCase([{ opcode: TEXT, payload: enc("a"), fin: false }, { opcode: PING, payload: enc("p1") }, { opcode: 0, payload: enc("b"), fin: false }, { opcode: PONG }, { opcode: PING, payload: enc("p2") }, { opcode: 0, payload: enc("c") }], { messages: [text("abc")], pongs: [enc("p1"), enc("p2")] }))
 add("5 fragmentation", "5.text.one-byte-fragments", "one-byte fragments in one-byte writes echo as one message", echoCase([{ opcode: TEXT, payload: enc("h"), fin: false }, ...[..."ello worl"].map((c) => ({ opcode: 0, payload: enc(c), fin: false })), { opcode: 0, payload: enc("d") }], { messages: [text("hello world")] }, 1))
 add("5 fragmentation", "5.continuation.none-open", "a continuation with no message open fails 1002", failCase([{ opcode: 0, payload: enc("x") }], [1002]))
