@@ -251,7 +251,7 @@ const main = async () => {
         : `WARNING: the generator used ≥ 80 % of a core while the server was under 90 % in ${suspect.join(", ")}: those runs may be bounded by the generator.`
     )
     console.log(
-      "ours/ws: > 1 is better for messages/s; < 1 is better for CPU and memory. A message is one round trip. CPU % counts all threads (zlib runs on libuv's threadpool), so it can exceed 100."
+      "ours/ws: > 1 is better for messages/s; < 1 is better for CPU and memory. A message is one round trip. CPU % counts all threads (ws runs zlib on libuv's threadpool, ours on the event loop), so it can exceed 100."
     )
   })
   if (profileDir !== undefined) {

@@ -44,6 +44,28 @@ export const utf8Length = (text: string): number => {
   return n
 }
 
+/** Four-byte ASCII groups after which a run is skipped word-wise (short runs stay bytewise). */
+const ASCII_RUN = 8
+/** Bytes that must remain for the word-wise skip to be worth its view. */
+const WORD_SKIP_MIN = 64
+
+/**
+ * From `i`, skips 16-byte blocks of ASCII read as aligned 32-bit words; returns where the first
+ * block that has a byte ≥ 0x80 (or the tail) starts, for the bytewise loop to go on from.
+ */
+const skipAsciiWords = (bytes: Uint8Array, i: number, end: number): number => {
+  const misalign = (bytes.byteOffset + i) & 3
+  if (misalign !== 0) {
+    const aligned = i + 4 - misalign
+    for (; i < aligned; i++) if (bytes[i]! >= 0x80) return i
+  }
+  const words = (end - i) >>> 2
+  const view = new Uint32Array(bytes.buffer, bytes.byteOffset + i, words)
+  let w = 0
+  while (w + 4 <= words && ((view[w]! | view[w + 1]! | view[w + 2]! | view[w + 3]!) & 0x80808080) === 0) w += 4
+  return i + (w << 2)
+}
+
 /**
  * An incremental UTF-8 validator. Feed it the bytes of one message in any number of pieces with
  * `update`; it returns the index (within the piece) of the first invalid byte, or -1. At the end
@@ -79,8 +101,12 @@ export class Utf8Validator {
     let i = start
     while (i < end) {
       if (need === 0) {
-        // ASCII fast path, four bytes at a time.
-        while (i + 4 <= end && ((bytes[i]! | bytes[i + 1]! | bytes[i + 2]! | bytes[i + 3]!) & 0x80) === 0) i += 4
+        // ASCII fast path, four bytes at a time; a long run switches to 32-bit words.
+        let run = 0
+        while (i + 4 <= end && ((bytes[i]! | bytes[i + 1]! | bytes[i + 2]! | bytes[i + 3]!) & 0x80) === 0) {
+          i += 4
+          if (++run === ASCII_RUN && end - i >= WORD_SKIP_MIN) i = skipAsciiWords(bytes, i, end)
+        }
         if (i >= end) break
         const b = bytes[i]!
         if (b < 0x80) {

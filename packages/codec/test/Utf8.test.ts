@@ -81,6 +81,37 @@ describe("UTF-8 validation", () => {
     )
   })
 
+  it("agrees with a strict TextDecoder on long ASCII runs at any offset and alignment (word-wise path)", () => {
+    fc.assert(
+      fc.property(
+        fc.nat({ max: 7 }),
+        fc.array(
+          fc.oneof(
+            fc.integer({ min: 0, max: 300 }).map((n) => new Uint8Array(n).fill(0x61)),
+            fc.uint8Array({ minLength: 1, maxLength: 4 }),
+            fc.string({ unit: "binary", maxLength: 8 }).map((s) => Utf8.encodeUtf8(s))
+          ),
+          { maxLength: 6 }
+        ),
+        fc.nat(),
+        (offset, parts, n) => {
+          const size = parts.reduce((sum, p) => sum + p.length, 0)
+          const backing = new Uint8Array(offset + size)
+          let at = offset
+          for (const p of parts) {
+            backing.set(p, at)
+            at += p.length
+          }
+          const bytes = backing.subarray(offset)
+          const expected = isValidReference(bytes)
+          assert.strictEqual(Utf8.isValidUtf8(bytes), expected)
+          assert.strictEqual(firstInvalid(bytes, size === 0 ? 0 : n % (size + 1)) === -1, expected)
+        }
+      ),
+      { numRuns: 10_000 }
+    )
+  })
+
   it("counts UTF-8 length without encoding", () => {
     fc.assert(
       fc.property(fc.string({ unit: "binary", maxLength: 40 }), (s) => {

@@ -9,21 +9,28 @@
  * was negotiated for it.
  *
  * Design:
- * - zlib work runs on libuv's threadpool (node:zlib streams; there is no public synchronous API
- *   for a context that persists across messages), at most `zlibConcurrency()` operations at a
- *   time per process (default `DEFAULT_ZLIB_CONCURRENCY`; `setZlibConcurrency` changes it), and
- *   one operation at a time per direction of a connection. Measured on this machine (Node 20,
- *   level 6): one context fed message after message costs ~70 µs CPU per 32 B message and
- *   ~80 µs per 16 KiB message through the stream API (~19 µs per 32 B message when 100
- *   connections compress at once), against ~12 µs and ~53 µs for a synchronous one-shot
- *   `deflateRawSync` (a new context per message, so only usable without context takeover).
- *   The event loop is never blocked by compression, at the price of per-message overhead.
+ * - zlib runs synchronously on the calling thread, in steps of at most `STEP_BYTES` of input plus
+ *   output, yielding to the event loop between steps (so a large message or a decompression bomb
+ *   never blocks it for long). node:zlib has no public synchronous API for a context that
+ *   persists across messages, so this drives the native handle behind a zlib stream
+ *   (`_handle.writeSync`, the call node:zlib's own `*Sync` functions make); `isSupported()` checks
+ *   it once, and where it is missing (another runtime) permessage-deflate is never offered nor
+ *   accepted, so connections still work, uncompressed. Measured on this machine (Node 24,
+ *   level 6, 16 KiB JSON-ish text): a deflate with context takeover ~36 µs and an inflate
+ *   ~10 µs synchronously, against ~67 µs and ~60 µs of CPU for the same work through a zlib
+ *   stream on libuv's threadpool (one round trip per message). Doing the work inline also means
+ *   there is no queue of zlib jobs to bound: a connection compresses or inflates while its own
+ *   fiber runs, and TCP backpressure bounds what waits.
  * - Contexts are lazy: a connection allocates a deflate context only when it first compresses
  *   and an inflate context only when it first receives a compressed message. `release` (run by
  *   the adapter when the session's scope closes) frees both; `liveZlibContexts` counts them.
- * - Inflation stops as soon as the output exceeds `maxMessageSize` (one zlib output chunk past
- *   it at most is ever held) and fails with `FrameTooBig` (1009): a decompression bomb never
- *   allocates its inflated size (hostile-inputs H7).
+ *   Output goes through one process-wide scratch buffer (copied out at the message's size), so a
+ *   context holds no output buffer of its own.
+ * - Inflation stops as soon as the output exceeds `maxMessageSize` (one scratch buffer past it at
+ *   most is ever held) and fails with `FrameTooBig` (1009): a decompression bomb never allocates
+ *   its inflated size (hostile-inputs H7). A message whose deflate stream ends (a block with
+ *   BFINAL set) before its last byte is invalid (1002); one that ends exactly at its end resets
+ *   the inflater, since the peer's next message starts a new stream.
  * - Windows: zlib cannot deflate with an 8-bit window, so the negotiation never lets us agree to
  *   compress with 8 (RFC 7692 §7.1.2 lets the server decline such an offer, and the client
  *   never offers it). We inflate with at least a 9-bit window: a larger window than the peer's
@@ -40,11 +47,11 @@ import * as Zlib from "node:zlib"
 /** The extension's key and name (`permessage-deflate`). */
 export const KEY = Negotiation.PERMESSAGE_DEFLATE
 
-/** The default limit on concurrent zlib operations in the process. */
-export const DEFAULT_ZLIB_CONCURRENCY = 10
-
 /** The default limit on an inflated message (64 MiB, core's default frame limit). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+/** Input plus output bytes one synchronous zlib step handles before yielding to the event loop. */
+export const STEP_BYTES = 128 * 1024
 
 /**
  * Configuration of `PerMessageDeflate`, the same object for servers and clients. The window and
@@ -88,30 +95,87 @@ export interface PerMessageDeflateExtension extends Extension.WebSocketExtension
   readonly release: Effect.Effect<void>
 }
 
-// ---- Process-wide zlib accounting and limit ----
+// ---- node:zlib's native handle (not public API: checked once by `isSupported`) ----
+
+/** The native zlib handle behind a node:zlib stream. */
+interface ZlibHandle {
+  /** One zlib call; afterwards the stream's `_writeState` holds [avail_out, avail_in]. */
+  writeSync(
+    flush: number,
+    input: Uint8Array,
+    inOffset: number,
+    inLength: number,
+    output: Uint8Array,
+    outOffset: number,
+    outLength: number
+  ): void
+  reset(): void
+}
+
+/** The fields of a node:zlib stream this module relies on. */
+interface ZlibStreamInternals {
+  readonly _handle: ZlibHandle | null | undefined
+  readonly _writeState: Uint32Array | undefined
+}
+
+type ZlibStream = Zlib.DeflateRaw | Zlib.InflateRaw
+
+const internalsOf = (stream: ZlibStream): ZlibStreamInternals => stream as unknown as ZlibStreamInternals
+
+/** The smallest chunk size node:zlib accepts: the stream's own output buffer, unused here. */
+const MIN_CHUNK = 64
+
+const NO_FLUSH = Zlib.constants.Z_NO_FLUSH
+const SYNC_FLUSH = Zlib.constants.Z_SYNC_FLUSH
+
+let supported: boolean | undefined = undefined
+
+/**
+ * Whether this runtime's node:zlib exposes the synchronous handle this module drives (checked
+ * once with a small round trip). When it does not, `PerMessageDeflate` neither offers nor
+ * accepts the extension and connections run uncompressed. Never throws.
+ */
+export const isSupported = (): boolean => {
+  if (supported !== undefined) return supported
+  try {
+    const deflate = Zlib.createDeflateRaw({ chunkSize: MIN_CHUNK })
+    const inflate = Zlib.createInflateRaw({ chunkSize: MIN_CHUNK })
+    const text = Buffer.from("permessage-deflate permessage-deflate")
+    const packed = runOnce(deflate, text)
+    const unpacked = packed === undefined ? undefined : runOnce(inflate, packed)
+    deflate.close()
+    inflate.close()
+    supported = unpacked !== undefined && unpacked.equals(text)
+  } catch {
+    supported = false
+  }
+  if (!supported) {
+    process.emitWarning("node:zlib lacks the synchronous handle API: permessage-deflate is disabled", "EffectWsWarning")
+  }
+  return supported
+}
+
+/** One sync-flushed call on a fresh stream with a generous buffer (for `isSupported`). */
+const runOnce = (stream: ZlibStream, input: Buffer): Buffer | undefined => {
+  const { _handle: handle, _writeState: state } = internalsOf(stream)
+  if (typeof handle?.writeSync !== "function" || !(state instanceof Uint32Array) || state.length < 2) return undefined
+  const output = Buffer.alloc(1024)
+  handle.writeSync(SYNC_FLUSH, input, 0, input.length, output, 0, output.length)
+  return stream.destroyed ? undefined : output.subarray(0, output.length - state[0]!)
+}
+
+// ---- Process-wide accounting and output scratch ----
 
 let liveContexts = 0
-let concurrency = DEFAULT_ZLIB_CONCURRENCY
-const limiter = Semaphore.makeUnsafe(DEFAULT_ZLIB_CONCURRENCY)
 
 /** How many zlib contexts permessage-deflate connections hold in this process now. */
 export const liveZlibContexts = (): number => liveContexts
 
-/** The current process-wide limit on concurrent zlib operations. */
-export const zlibConcurrency = (): number => concurrency
-
-/**
- * Sets the process-wide limit on concurrent zlib operations (an integer ≥ 1; otherwise dies
- * with a `RangeError`). Operations already running are not affected.
- */
-export const setZlibConcurrency = (permits: number): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    if (!Number.isInteger(permits) || permits < 1) {
-      return Effect.die(new RangeError(`zlib concurrency must be an integer ≥ 1, got ${permits}`))
-    }
-    concurrency = permits
-    return Semaphore.resize(limiter, permits)
-  })
+const SCRATCH_SIZE = 64 * 1024
+/** Zlib output lands here first (steps are synchronous, so one buffer serves every context). */
+let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+/** Below this much room zlib could split a sync-flush marker: start a fresh scratch instead. */
+const MIN_ROOM = 64
 
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff])
 
@@ -121,31 +185,90 @@ type ZlibOutcome =
   | { readonly _tag: "TooBig"; readonly limit: number }
   | { readonly _tag: "Failed"; readonly error: Error }
 
+/** One message going through a context: its input pieces, where it is, what it produced. */
+class Operation {
+  readonly chunks: Array<Buffer> = []
+  total = 0
+  index = 0
+  offset = 0
+  ended = false
+  readonly input: ReadonlyArray<Uint8Array>
+  readonly limit: number
+  /** Bytes at the end of the input that may stay unconsumed when the stream ends (the restored tail). */
+  readonly trailer: number
+
+  constructor(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number) {
+    this.input = input
+    this.limit = limit
+    this.trailer = trailer
+  }
+
+  /** Input bytes not yet consumed, from the current piece on. */
+  unconsumed(availIn: number): number {
+    let rest = availIn
+    for (let i = this.index + 1; i < this.input.length; i++) rest += this.input[i]!.length
+    return rest
+  }
+
+  /** Moves the first `used` bytes of the scratch into the result (a copy at their size). */
+  keep(used: number): void {
+    if (used === 0) return
+    const copy = Buffer.allocUnsafe(used)
+    scratch.copy(copy, 0, 0, used)
+    this.chunks.push(copy)
+  }
+
+  output(): Buffer {
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total)
+  }
+}
+
+/** Contexts kept per configuration for directions without context takeover. */
+const MAX_POOLED = 4
+const pool = new Map<string, Array<ZlibStream>>()
+let pooledContexts = 0
+
 /**
- * One direction's zlib context: created on first use, reset per message when the context is not
- * taken over, dropped after a failure or an interruption (a fresh deflate context is always
- * decodable by the peer; a dropped inflate context means the session is failing anyway).
+ * How many zlib contexts wait in the process-wide pool that directions without context
+ * takeover borrow from (at most `MAX_POOLED` per configuration).
+ */
+export const pooledZlibContexts = (): number => pooledContexts
+
+/**
+ * One direction's zlib context. With context takeover the connection owns it: created on first
+ * use, kept between messages. Without, nothing carries over between messages, so the connection
+ * borrows a context from a process-wide pool for each message and gives it back reset: such a
+ * direction holds no zlib memory between messages, however many connections there are.
+ * A context is dropped after a failure or an interruption mid-message (a fresh deflate context
+ * is always decodable by the peer; a dropped inflate context means the session is failing
+ * anyway). Operations on one context never interleave: a message that needs several steps holds
+ * the context's mutex, and operations arriving meanwhile wait for it.
  */
 class ZlibContext {
-  private stream: Zlib.DeflateRaw | Zlib.InflateRaw | undefined = undefined
+  private stream: ZlibStream | undefined = undefined
   private readonly mutex = Semaphore.makeUnsafe(1)
+  /** Operations started (running or waiting) that did not finish within their first step. */
+  private pending = 0
   private released = false
   private broken = false
   private readonly kind: "deflate" | "inflate"
   private readonly options: Zlib.ZlibOptions
-  private readonly resetAfterMessage: boolean
+  /** No context takeover: borrow a pooled context per message. */
+  private readonly shared: boolean
+  private readonly poolKey: string
 
   constructor(kind: "deflate" | "inflate", options: Zlib.ZlibOptions, resetAfterMessage: boolean) {
     this.kind = kind
-    this.options = options
-    this.resetAfterMessage = resetAfterMessage
+    this.options = { ...options, chunkSize: MIN_CHUNK }
+    this.shared = resetAfterMessage
+    this.poolKey = `${kind}:${options.windowBits}:${options.level}:${options.memLevel}`
   }
 
   get allocated(): boolean {
     return this.stream !== undefined
   }
 
-  /** Frees the context (an operation in flight finishes on the threadpool first, inside zlib). */
+  /** Frees the context; an operation between steps fails at its next step. */
   release(): void {
     this.released = true
     this.drop()
@@ -159,64 +282,153 @@ class ZlibContext {
     stream.close()
   }
 
-  private open(): Zlib.DeflateRaw | Zlib.InflateRaw {
+  private open(): ZlibStream {
     if (this.stream !== undefined) return this.stream
-    const stream = this.kind === "deflate" ? Zlib.createDeflateRaw(this.options) : Zlib.createInflateRaw(this.options)
-    // Errors are reported to the operation that caused them; a stream must never emit unheard.
-    stream.on("error", () => {})
+    const pooled = this.shared ? pool.get(this.poolKey)?.pop() : undefined
+    let stream: ZlibStream
+    if (pooled !== undefined) {
+      pooledContexts--
+      stream = pooled
+    } else {
+      stream = this.kind === "deflate" ? Zlib.createDeflateRaw(this.options) : Zlib.createInflateRaw(this.options)
+      // A zlib error destroys the stream, which then emits it: the step reports it instead.
+      stream.on("error", () => {})
+    }
     this.stream = stream
     liveContexts++
     return stream
   }
 
+  /** After a message: reset the context when nothing carries over, and give a borrowed one back. */
+  private endMessage(handle: ZlibHandle, ended: boolean): void {
+    if (!this.shared) {
+      if (ended) handle.reset()
+      return
+    }
+    handle.reset()
+    const stream = this.stream!
+    this.stream = undefined
+    liveContexts--
+    let free = pool.get(this.poolKey)
+    if (free === undefined) pool.set(this.poolKey, free = [])
+    if (free.length < MAX_POOLED) {
+      free.push(stream)
+      pooledContexts++
+    } else {
+      stream.close()
+    }
+  }
+
   /**
    * Feeds `input` and sync-flushes; the output of this message, or `TooBig` once it exceeds
-   * `limit` (the context is then dropped), or `Failed` on a zlib error (dropped too).
+   * `limit`, or `Failed` on a zlib error or a stream that ends before the input minus `trailer`
+   * bytes did (the context is dropped in both cases).
    */
-  process(input: ReadonlyArray<Uint8Array>, limit: number): Effect.Effect<ZlibOutcome> {
-    const run = Effect.callback<ZlibOutcome>((resume) => {
-      if (this.released) {
-        return resume(Effect.succeed({ _tag: "Failed", error: new Error("the zlib context was released") }))
+  process(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number): Effect.Effect<ZlibOutcome> {
+    return Effect.suspend(() => {
+      const op = new Operation(input, limit, trailer)
+      if (this.pending === 0) {
+        // The common case: nothing else in progress and the message fits in one step.
+        const outcome = this.step(op)
+        if (outcome !== undefined) return Effect.succeed(outcome)
+        return this.exclusive(this.resume(op))
       }
-      if (this.broken) {
-        this.broken = false
-        this.drop()
-      }
-      const stream = this.open()
-      const chunks: Array<Buffer> = []
-      let total = 0
-      let finished = false
-      const finish = (outcome: ZlibOutcome): void => {
-        if (finished) return
-        finished = true
-        stream.off("data", onData)
-        stream.off("error", onError)
-        if (outcome._tag !== "Done") this.drop()
-        else if (this.resetAfterMessage && this.stream === stream) stream.reset()
-        resume(Effect.succeed(outcome))
-      }
-      const onData = (chunk: Buffer): void => {
-        total += chunk.length
-        if (total > limit) return finish({ _tag: "TooBig", limit })
-        chunks.push(chunk)
-      }
-      const onError = (error: Error): void => finish({ _tag: "Failed", error })
-      stream.on("data", onData)
-      stream.on("error", onError)
-      for (const part of input) stream.write(part)
-      stream.flush(Zlib.constants.Z_SYNC_FLUSH, () => {
-        if (!finished) finish({ _tag: "Done", output: Buffer.concat(chunks, total) })
+      return this.exclusive(Effect.suspend(() => {
+        const outcome = this.step(op)
+        return outcome === undefined ? this.resume(op) : Effect.succeed(outcome)
+      }))
+    })
+  }
+
+  /** Runs `effect` holding the context (later operations wait for it). */
+  private exclusive(effect: Effect.Effect<ZlibOutcome>): Effect.Effect<ZlibOutcome> {
+    this.pending++
+    return Effect.ensuring(
+      Semaphore.withPermit(this.mutex, effect),
+      Effect.sync(() => {
+        this.pending--
       })
-      return Effect.sync(() => {
-        if (finished) return
-        finished = true
-        stream.off("data", onData)
-        stream.off("error", onError)
+    )
+  }
+
+  /** The remaining steps of an operation, yielding between them. */
+  private resume(op: Operation): Effect.Effect<ZlibOutcome> {
+    const loop: Effect.Effect<ZlibOutcome> = Effect.flatMap(Effect.yieldNow, () => {
+      const outcome = this.step(op)
+      return outcome === undefined ? loop : Effect.succeed(outcome)
+    })
+    return Effect.onInterrupt(loop, () =>
+      Effect.sync(() => {
         // Interrupted mid-message: the context's state is unknown, start afresh next time.
         this.broken = true
-      })
-    })
-    return Semaphore.withPermit(this.mutex, Semaphore.withPermit(limiter, run))
+      }))
+  }
+
+  /** One synchronous step: the outcome, or `undefined` when the step budget ran out first. */
+  private step(op: Operation): ZlibOutcome | undefined {
+    if (this.released) return { _tag: "Failed", error: new Error("the zlib context was released") }
+    if (this.broken) {
+      this.broken = false
+      this.drop()
+    }
+    const stream = this.open()
+    const { _handle: handle, _writeState: state } = internalsOf(stream)
+    if (handle == null || state === undefined) return this.fail(op, new Error("the zlib handle is closed"))
+    let used = 0
+    let budget = STEP_BYTES
+    for (;;) {
+      const piece = op.input[op.index]!
+      const inLength = Math.min(piece.length - op.offset, STEP_BYTES)
+      const ends = op.index === op.input.length - 1 && op.offset + inLength === piece.length
+      if (scratch.length - used < MIN_ROOM) {
+        op.keep(used)
+        used = 0
+      }
+      const outLength = scratch.length - used
+      handle.writeSync(ends ? SYNC_FLUSH : NO_FLUSH, piece, op.offset, inLength, scratch, used, outLength)
+      if (stream.destroyed) return this.fail(op, stream.errored ?? new Error("zlib failed"))
+      const availOut = state[0]!
+      const availIn = state[1]!
+      const produced = outLength - availOut
+      const consumed = inLength - availIn
+      used += produced
+      op.total += produced
+      op.offset += consumed
+      budget -= produced + consumed
+      if (op.total > op.limit) {
+        this.drop()
+        return { _tag: "TooBig", limit: op.limit }
+      }
+      if (availOut === 0) {
+        // The scratch is full: it becomes part of the output and a fresh one takes its place.
+        op.chunks.push(used === scratch.length ? scratch : scratch.subarray(0, used))
+        scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+        used = 0
+      } else if (availIn > 0) {
+        // zlib stopped with room to spare before the input's end: the deflate stream ended.
+        if (op.unconsumed(availIn) > op.trailer) return this.fail(op, new Error("data after the final deflate block"))
+        op.ended = true
+        break
+      } else if (ends) {
+        break
+      } else if (op.offset === piece.length) {
+        op.index++
+        op.offset = 0
+      }
+      if (budget <= 0) {
+        op.keep(used)
+        return undefined
+      }
+    }
+    op.keep(used)
+    this.endMessage(handle, op.ended)
+    return { _tag: "Done", output: op.output() }
+  }
+
+  private fail(op: Operation, error: Error): ZlibOutcome {
+    op.chunks.length = 0
+    this.drop()
+    return { _tag: "Failed", error }
   }
 }
 
@@ -255,7 +467,7 @@ class Instance implements PerMessageDeflateExtension {
 
   constructor(config: PerMessageDeflateConfig) {
     this.config = config
-    this.protocols = [Negotiation.makeDeflateOffer(clientConfigOf(config))]
+    this.protocols = isSupported() ? [Negotiation.makeDeflateOffer(clientConfigOf(config))] : []
     this.level = clampInt(config.level, -1, 9, Zlib.constants.Z_DEFAULT_COMPRESSION)
     this.memLevel = clampInt(config.memLevel, 1, 9, 8)
     this.threshold = config.compressIfBiggerThan === undefined || Number.isNaN(config.compressIfBiggerThan)
@@ -272,6 +484,7 @@ class Instance implements PerMessageDeflateExtension {
 
   readonly clientNegotiation = (negotiated: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>): boolean => {
     const answers = negotiated.filter((h) => h.name === KEY)
+    if (this.protocols.length === 0) return false
     // More than one answer for one offer is invalid (RFC 7692 §5); the adapter then fails the handshake.
     if (answers.length !== 1) return false
     const params = Negotiation.acceptDeflateResponse(answers[0]!, clientConfigOf(this.config))
@@ -283,6 +496,7 @@ class Instance implements PerMessageDeflateExtension {
   readonly serverNegotiation = (
     requested: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>
   ): ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader> => {
+    if (!isSupported()) return []
     const agreement = Negotiation.negotiateDeflateServer(requested, serverConfigOf(this.config))
     if (agreement === undefined) return []
     this.setup("server", agreement.params)
@@ -323,7 +537,7 @@ class Instance implements PerMessageDeflateExtension {
     const deflater = this.deflater
     if (deflater === undefined || !this.shouldCompress(message)) return Effect.succeed(message)
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
-    return Effect.flatMap(deflater.process([message.payload], Number.POSITIVE_INFINITY), (outcome) => {
+    return Effect.flatMap(deflater.process([message.payload], Number.POSITIVE_INFINITY, 0), (outcome) => {
       if (outcome._tag !== "Done") {
         return Effect.fail(
           extensionError(`Compression failed: ${outcome._tag === "Failed" ? outcome.error.message : "too big"}`)
@@ -351,7 +565,7 @@ class Instance implements PerMessageDeflateExtension {
     }
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
     const limit = this.maxMessageSize
-    return Effect.flatMap(inflater.process([message.payload, TAIL], limit), (
+    return Effect.flatMap(inflater.process([message.payload, TAIL], limit, TAIL.length), (
       outcome
     ): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig> => {
       switch (outcome._tag) {

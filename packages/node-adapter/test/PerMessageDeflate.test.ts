@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { ExtensionHeader, Frame, Handshake } from "@effect-ws/codec"
 import { DefaultWebSocketSession, type Extension } from "@effect-ws/core"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import * as Http from "node:http"
 import type * as Net from "node:net"
@@ -115,7 +115,10 @@ describe("PerMessageDeflate messages", () => {
       })
       assert.strictEqual(inflated.toString(), sample(2000))
       assert.strictEqual(takeover.allocatedContexts, 1, "deflate only")
-      assert.strictEqual(PerMessageDeflate.liveZlibContexts(), base + 2)
+      assert.strictEqual(reset.allocatedContexts, 0, "no takeover: the context went back to the pool")
+      assert.strictEqual(PerMessageDeflate.liveZlibContexts(), base + 1)
+      assert.isAtLeast(PerMessageDeflate.pooledZlibContexts(), 1)
+      assert.isAtMost(PerMessageDeflate.pooledZlibContexts(), 4 * 8, "the pool is bounded per configuration")
 
       // a client instance inflates both (its inflater keeps the server's context)
       const client = PerMessageDeflate.PerMessageDeflate.install({})
@@ -170,6 +173,76 @@ describe("PerMessageDeflate messages", () => {
     }))
 })
 
+describe("PerMessageDeflate synchronous zlib", () => {
+  /** Each payload inflated on its own (a message compressed without reference to earlier ones). */
+  const inflateAll = (payloads: ReadonlyArray<Uint8Array>) =>
+    payloads.map((p) =>
+      Zlib.inflateRawSync(Buffer.concat([p, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }).toString()
+    )
+
+  it.effect("without context takeover, connections borrow pooled contexts and hold none between messages", () =>
+    Effect.gen(function*() {
+      assert.isTrue(PerMessageDeflate.isSupported())
+      const base = PerMessageDeflate.liveZlibContexts()
+      const instances = Array.from({ length: 20 }, () =>
+        serverInstance("permessage-deflate; server_no_context_takeover; client_no_context_takeover", { level: 3 }).ext)
+      for (const ext of instances) {
+        const out = yield* ext.processOutgoingMessage(Frame.text(sample(3000, 7)))
+        const back = yield* ext.processIncomingMessage(Frame.text(out.payload, { rsv1: true }))
+        assert.strictEqual(textOf(back), sample(3000, 7))
+        assert.strictEqual(ext.allocatedContexts, 0)
+      }
+      assert.strictEqual(PerMessageDeflate.liveZlibContexts(), base, "no connection holds a context")
+      assert.isAtMost(PerMessageDeflate.pooledZlibContexts(), 4 * 8)
+      yield* PerMessageDeflate.releaseExtensions(instances)
+    }))
+
+  it.effect("large messages take several steps; concurrent ones on shared and owned contexts stay intact and ordered", () =>
+    Effect.gen(function*() {
+      const big = (seed: number) => sample(PerMessageDeflate.STEP_BYTES * 3 + 123, seed)
+      const shared = [0, 1, 2].map(() => serverInstance("permessage-deflate; server_no_context_takeover").ext)
+      const owned = serverInstance("permessage-deflate").ext
+      const outs = yield* Effect.all(
+        [...shared.map((ext, i) => ext.processOutgoingMessage(Frame.text(big(i)))),
+          ...[3, 4, 5].map((seed) => owned.processOutgoingMessage(Frame.text(big(seed))))],
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(inflateAll(outs.slice(0, 3).map((m) => m.payload)), [big(0), big(1), big(2)])
+      // the owned context's messages form one stream, in the order they were submitted
+      const client = PerMessageDeflate.PerMessageDeflate.install({})
+      assert.isTrue(client.clientNegotiation(offers("permessage-deflate")))
+      for (const [i, seed] of [3, 4, 5].entries()) {
+        assert.strictEqual(textOf(yield* client.processIncomingMessage(outs[3 + i]!)), big(seed))
+      }
+      yield* PerMessageDeflate.releaseExtensions([...shared, owned, client])
+    }))
+
+  it.effect("an interrupted multi-step message leaves a usable context behind", () =>
+    Effect.gen(function*() {
+      const ext = serverInstance("permessage-deflate").ext
+      const fiber = yield* Effect.forkChild(ext.processOutgoingMessage(Frame.text(sample(PerMessageDeflate.STEP_BYTES * 8, 1))))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(fiber)
+      const out = yield* ext.processOutgoingMessage(Frame.text(sample(5000, 2)))
+      assert.deepStrictEqual(inflateAll([out.payload]), [sample(5000, 2)], "a fresh stream after the interruption")
+      yield* ext.release
+    }))
+
+  it.effect("a message ending with a BFINAL block is accepted and resets the inflater; data after it is 1002", () =>
+    Effect.gen(function*() {
+      const ext = serverInstance("permessage-deflate").ext
+      const final = Zlib.deflateRawSync(Buffer.from("first message")) // ends with BFINAL, no sync flush
+      assert.strictEqual(textOf(yield* ext.processIncomingMessage(Frame.text(final, { rsv1: true }))), "first message")
+      const next = Zlib.deflateRawSync(Buffer.from("second message"), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }).subarray(0, -4)
+      assert.strictEqual(textOf(yield* ext.processIncomingMessage(Frame.text(next, { rsv1: true }))), "second message")
+      const trailing = Buffer.concat([Zlib.deflateRawSync(Buffer.from("x")), Buffer.from([0x4b, 0x04, 0x00])])
+      const error = yield* Effect.flip(ext.processIncomingMessage(Frame.text(trailing, { rsv1: true })))
+      assert.strictEqual(error._tag, "ProtocolViolation")
+      assert.strictEqual(error._tag === "ProtocolViolation" ? error.kind : "", "InvalidCompressedData")
+      yield* ext.release
+    }))
+})
+
 /** Our client and server exchange every size, text and binary, then close; the zlib contexts are gone afterwards. */
 const roundTrip = (
   serverConfig: PerMessageDeflate.PerMessageDeflateConfig,
@@ -203,7 +276,13 @@ const roundTrip = (
         assert.strictEqual(Buffer.from(binary.payload).toString(), sample(size, round + 10))
       }
     }
-    assert.strictEqual(PerMessageDeflate.liveZlibContexts(), base + 4, "two per side while open")
+    const params = (connection.extensions[0] as PerMessageDeflate.PerMessageDeflateExtension).params!
+    const takenOver = (params.serverNoContextTakeover ? 0 : 1) + (params.clientNoContextTakeover ? 0 : 1)
+    assert.strictEqual(
+      PerMessageDeflate.liveZlibContexts(),
+      base + 2 * takenOver,
+      "each side holds a context per direction with context takeover, none for the others"
+    )
     yield* Scope.close(scope, Exit.void)
     yield* eventually(() => PerMessageDeflate.liveZlibContexts() === base)
   })
