@@ -168,7 +168,7 @@ describe("echo-client", () => {
 const chromium = "/usr/bin/chromium"
 
 describe("chat page in a real browser", () => {
-  it.skipIf(!existsSync(chromium))(`two Chromium pages chat through /chat (needs ${chromium})`, async () => {
+  it.skipIf(!existsSync(chromium))(`two Chromium pages chat through /chat; Chromium's permessage-deflate against /echo (needs ${chromium})`, async () => {
     const { chromium: launcher } = await import("playwright-core")
     const profile = mkdtempSync(join(tmpdir(), "effect-ws-chromium-"))
     // A fresh profile directory per run; the flags keep Chromium off the (closed) network.
@@ -190,6 +190,46 @@ describe("chat page in a real browser", () => {
       }
       await b.close()
       await a.waitForSelector("#log li.notice:has-text('left')", { timeout: 10_000 })
+
+      // The browser's own permessage-deflate offer against /echo: compressed messages both ways,
+      // context takeover on both sides, sizes up to several zlib steps, text and binary.
+      const result = await a.evaluate(async (url) => {
+        const text = (size: number, seed: number) => {
+          let s = ""
+          for (let i = 0; s.length < size; i++) s += `{"seed":${seed},"line":${i % 89},"text":"héllo wörld ✓"},`
+          return s.slice(0, size)
+        }
+        const socket = new WebSocket(url)
+        socket.binaryType = "arraybuffer"
+        const received: Array<string | ArrayBuffer> = []
+        const sent: Array<string | Uint8Array> = []
+        await new Promise((resolve, reject) => {
+          socket.onopen = resolve
+          socket.onerror = reject
+        })
+        for (const [i, size] of [10, 2_000, 2_000, 70_000, 400_000].entries()) {
+          sent.push(text(size, i), new TextEncoder().encode(text(size, i + 100)))
+        }
+        const done = new Promise<void>((resolve) => {
+          socket.onmessage = (event) => {
+            received.push(event.data)
+            if (received.length === sent.length) resolve()
+          }
+        })
+        for (const message of sent) socket.send(message)
+        await done
+        const same = sent.map((m, i) => {
+          const r = received[i]
+          if (typeof m === "string") return r === m
+          if (!(r instanceof ArrayBuffer) || r.byteLength !== m.length) return false
+          const bytes = new Uint8Array(r)
+          return m.every((b, j) => bytes[j] === b)
+        })
+        socket.close(1000)
+        return { extensions: socket.extensions, same }
+      }, `ws://${base}/echo`)
+      assert.match(result.extensions, /^permessage-deflate/)
+      assert.deepStrictEqual(result.same, Array(10).fill(true))
     } finally {
       await browser.close()
       rmSync(profile, { recursive: true, force: true })
