@@ -27,6 +27,12 @@ export interface RsvBits {
  * extensions in negotiated order, outgoing messages in the same order (Ktor's order, §5.7).
  * A hook fails with `ProtocolViolation`/`FrameTooBig` to close with that code, or with
  * `ExtensionError` to close with 1011.
+ *
+ * The session calls each hook exactly once per message, when it processes that message, in
+ * message order, and runs the returned effect right away. A hook may therefore do its work
+ * during the call and return the result as `Effect.succeed`/`Effect.fail` (an `Exit`), which
+ * the session takes without scheduling anything; work that must wait (a lock, I/O, a long
+ * computation in steps) is returned as an ordinary effect.
  */
 export interface WebSocketExtension extends RsvBits {
   /** The factory key this extension was built from (used by `extension(factory)`). */

@@ -320,24 +320,23 @@ class ZlibContext {
   }
 
   /**
-   * Feeds `input` and sync-flushes; the output of this message, or `TooBig` once it exceeds
+   * Starts one message: feeds `input` and sync-flushes. When nothing else is in progress and the
+   * message fits in one step, the work is done during the call and the outcome returned;
+   * otherwise an effect that waits for the context and finishes the message in steps. Call it
+   * once per message, in order. The outcome: the message's output, or `TooBig` once it exceeds
    * `limit`, or `Failed` on a zlib error or a stream that ends before the input minus `trailer`
    * bytes did (the context is dropped in both cases).
    */
-  process(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number): Effect.Effect<ZlibOutcome> {
-    return Effect.suspend(() => {
-      const op = new Operation(input, limit, trailer)
-      if (this.pending === 0) {
-        // The common case: nothing else in progress and the message fits in one step.
-        const outcome = this.step(op)
-        if (outcome !== undefined) return Effect.succeed(outcome)
-        return this.exclusive(this.resume(op))
-      }
-      return this.exclusive(Effect.suspend(() => {
-        const outcome = this.step(op)
-        return outcome === undefined ? this.resume(op) : Effect.succeed(outcome)
-      }))
-    })
+  start(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number): ZlibOutcome | Effect.Effect<ZlibOutcome> {
+    const op = new Operation(input, limit, trailer)
+    if (this.pending === 0) {
+      // The common case: nothing else in progress and the message fits in one step.
+      return this.step(op) ?? this.exclusive(this.resume(op))
+    }
+    return this.exclusive(Effect.suspend(() => {
+      const outcome = this.step(op)
+      return outcome === undefined ? this.resume(op) : Effect.succeed(outcome)
+    }))
   }
 
   /** Runs `effect` holding the context (later operations wait for it). */
@@ -537,20 +536,8 @@ class Instance implements PerMessageDeflateExtension {
     const deflater = this.deflater
     if (deflater === undefined || !this.shouldCompress(message)) return Effect.succeed(message)
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
-    return Effect.flatMap(deflater.process([message.payload], Number.POSITIVE_INFINITY, 0), (outcome) => {
-      if (outcome._tag !== "Done") {
-        return Effect.fail(
-          extensionError(`Compression failed: ${outcome._tag === "Failed" ? outcome.error.message : "too big"}`)
-        )
-      }
-      const out = outcome.output
-      // A sync flush always ends with an empty stored block, 00 00 FF FF (RFC 7692 §7.2.1).
-      const n = out.length
-      const payload = n >= 4 && out[n - 4] === 0 && out[n - 3] === 0 && out[n - 2] === 0xff && out[n - 1] === 0xff
-        ? out.subarray(0, n - 4)
-        : out
-      return Effect.succeed(makeMessage(message, true, payload))
-    })
+    const started = deflater.start([message.payload], Number.POSITIVE_INFINITY, 0)
+    return Effect.isEffect(started) ? Effect.flatMap(started, (o) => compressed(message, o)) : compressed(message, started)
   }
 
   readonly processIncomingMessage = (
@@ -564,27 +551,8 @@ class Instance implements PerMessageDeflateExtension {
       )
     }
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
-    const limit = this.maxMessageSize
-    return Effect.flatMap(inflater.process([message.payload, TAIL], limit, TAIL.length), (
-      outcome
-    ): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig> => {
-      switch (outcome._tag) {
-        case "Done":
-          return Effect.succeed(makeMessage(message, false, outcome.output))
-        case "TooBig":
-          return Effect.fail(
-            new Errors.FrameTooBig({ kind: "MessageTooBig", message: `Inflated message exceeds ${limit} bytes` })
-          )
-        case "Failed":
-          return Effect.fail(
-            new Errors.ProtocolViolation({
-              kind: "InvalidCompressedData",
-              code: 1002,
-              message: `Invalid permessage-deflate data: ${outcome.error.message}`.slice(0, 120)
-            })
-          )
-      }
-    })
+    const started = inflater.start([message.payload, TAIL], this.maxMessageSize, TAIL.length)
+    return Effect.isEffect(started) ? Effect.flatMap(started, (o) => inflated(message, o)) : inflated(message, started)
   }
 
   get release(): Effect.Effect<void> {
@@ -598,6 +566,43 @@ class Instance implements PerMessageDeflateExtension {
 
 const makeMessage = (message: Extension.Message, rsv1: boolean, payload: Uint8Array): Extension.Message =>
   Frame.make(message._tag, true, rsv1, message.rsv2, message.rsv3, payload)
+
+/** The compressed message (RSV1, tail removed), or `ExtensionError` (1011). */
+const compressed = (message: Extension.Message, outcome: ZlibOutcome): Effect.Effect<Extension.Message, Errors.ExtensionError> => {
+  if (outcome._tag !== "Done") {
+    return Effect.fail(extensionError(`Compression failed: ${outcome._tag === "Failed" ? outcome.error.message : "too big"}`))
+  }
+  const out = outcome.output
+  // A sync flush always ends with an empty stored block, 00 00 FF FF (RFC 7692 §7.2.1).
+  const n = out.length
+  const payload = n >= 4 && out[n - 4] === 0 && out[n - 3] === 0 && out[n - 2] === 0xff && out[n - 1] === 0xff
+    ? out.subarray(0, n - 4)
+    : out
+  return Effect.succeed(makeMessage(message, true, payload))
+}
+
+/** The inflated message, or `FrameTooBig` (1009) past the limit, or `ProtocolViolation` (1002) for invalid data. */
+const inflated = (
+  message: Extension.Message,
+  outcome: ZlibOutcome
+): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig> => {
+  switch (outcome._tag) {
+    case "Done":
+      return Effect.succeed(makeMessage(message, false, outcome.output))
+    case "TooBig":
+      return Effect.fail(
+        new Errors.FrameTooBig({ kind: "MessageTooBig", message: `Inflated message exceeds ${outcome.limit} bytes` })
+      )
+    case "Failed":
+      return Effect.fail(
+        new Errors.ProtocolViolation({
+          kind: "InvalidCompressedData",
+          code: 1002,
+          message: `Invalid permessage-deflate data: ${outcome.error.message}`.slice(0, 120)
+        })
+      )
+  }
+}
 
 /**
  * The permessage-deflate factory (claims RSV1). `install(config)` builds one connection's
