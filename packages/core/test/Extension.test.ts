@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Frame } from "@effect-ws/codec"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { TestClock } from "effect/testing"
+import * as ChannelsConfig from "../src/ChannelsConfig.ts"
 import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
 import { ExtensionError } from "../src/Errors.ts"
 import * as Extension from "../src/Extension.ts"
@@ -84,6 +85,36 @@ describe("Extension API", () => {
       assert.strictEqual(text(yield* peer.next), "slow first")
       assert.strictEqual(text(yield* peer.next), "fast second")
       yield* close
+    }))
+
+  it.effect("the send gate keeps call order across slow hooks and a full outgoing queue; an interrupted waiter does not wedge it", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      // A peer that takes 5 ms per write and an outgoing queue of one: senders wait for room too.
+      const [ours, theirs] = yield* TestTransport.makePair({ highWaterMark: 1 })
+      const raw = yield* RawWebSocket.make(ours, {
+        role: "server",
+        extensions: [Slow],
+        channels: ChannelsConfig.make({ outgoing: { capacity: 1, overflow: "suspend" } })
+      }).pipe(Scope.provide(scope))
+      const session = yield* DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
+      const peer = new TestPeer(theirs, "client")
+      const labels = ["slow 0", "fast 1", "slow 2", "fast 3", "fast 4", "fast 5", "slow 6", "fast 7"]
+      const fibers: Array<Fiber.Fiber<void, unknown>> = []
+      for (const label of labels) fibers.push(yield* Effect.forkChild(session.send(label), { startImmediately: true }))
+      yield* Fiber.interrupt(fibers[3]!) // waiting for the gate behind "slow 0"
+      const reader = yield* Effect.forkChild(
+        Effect.forEach(labels.slice(1), () => Effect.map(peer.next, text)),
+        { startImmediately: true }
+      )
+      for (let i = 0; i < 40 && reader.pollUnsafe() === undefined; i++) yield* TestClock.adjust("5 millis")
+      for (const [i, fiber] of fibers.entries()) if (i !== 3) yield* Fiber.join(fiber)
+      assert.deepStrictEqual(yield* Fiber.join(reader), labels.filter((l) => l !== "fast 3"))
+      yield* session.send("after")
+      assert.strictEqual(text(yield* peer.next), "after")
+      // the peer reads our Close (one byte of room on the wire), so the scope can close
+      yield* Effect.forkChild(peer.next, { startImmediately: true })
+      yield* Scope.close(scope, Exit.void)
     }))
 
   it.effect("install rejects two extensions claiming the same RSV bit (rsv3 included)", () =>
