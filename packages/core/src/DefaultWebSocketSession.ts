@@ -19,7 +19,7 @@
  */
 import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
 import type * as Arr from "effect/Array"
-import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Queue, Scheduler, Scope, Sink, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
   ChannelOverflow,
@@ -41,7 +41,7 @@ import {
   type WebSocketExtension,
   type WebSocketExtensionFactory
 } from "./Extension.ts"
-import { closeFirst, type RawWebSocket, type Role } from "./RawWebSocket.ts"
+import type { RawWebSocket, Role } from "./RawWebSocket.ts"
 import type { FrameHandler, RawIncomingError } from "./WebSocketReader.ts"
 import type { WebSocketWriter } from "./WebSocketWriter.ts"
 
@@ -231,225 +231,6 @@ const pingPayload = (): Uint8Array => {
   return Utf8.encodeUtf8(`[ping ${hex(random)} ping]`)
 }
 
-/** One wake-up dispatcher per scheduler, shared by every session's inbox (like the writer's). */
-const inboxDispatchers = new WeakMap<Scheduler.Scheduler, Scheduler.SchedulerDispatcher>()
-const inboxDispatcherOf = (services: Context.Context<never>): Scheduler.SchedulerDispatcher => {
-  const scheduler = Context.get(services, Scheduler.Scheduler)
-  let dispatcher = inboxDispatchers.get(scheduler)
-  if (dispatcher === undefined) {
-    dispatcher = scheduler.makeDispatcher()
-    inboxDispatchers.set(scheduler, dispatcher)
-  }
-  return dispatcher
-}
-
-/** What a waiting taker wants: one message, every buffered one, or a `messages` pull (all; a normal close is `Done`). */
-const TAKE_ONE = 0
-const TAKE_ALL = 1
-const TAKE_PULL = 2
-type TakeKind = typeof TAKE_ONE | typeof TAKE_ALL | typeof TAKE_PULL
-
-/** A fiber waiting in `Inbox.take`. */
-interface Taker {
-  readonly kind: TakeKind
-  readonly resume: (effect: Effect.Effect<any, any>) => void
-}
-
-/**
- * The session's incoming messages, kept small while idle: an array (absent when empty), the error
- * that ended the session, and the fibers waiting to take, woken from a scheduler task (as `Queue`
- * wakes its takers, so messages that arrive together are taken together). `receive` and `messages`
- * take from here. The first read of the session's `incoming` creates the real `Queue` (same
- * capacity), moves the buffered messages and the end into it, and from then on every operation
- * here forwards to that queue.
- */
-class Inbox {
-  readonly config: ChannelsConfig.ChannelConfig
-  private readonly services: Context.Context<never>
-  /** Buffered messages from `head` on (taken slots are cleared); `undefined` when none. */
-  private items: Array<Message | undefined> | undefined = undefined
-  private head = 0
-  /** Why the session ended: takers get it once the buffered messages are taken. */
-  private end: SessionError | undefined = undefined
-  /** The first waiting taker, and any others after it (rare: two fibers taking at once). */
-  private taker: Taker | undefined = undefined
-  private moreTakers: Array<Taker> | undefined = undefined
-  /** Producers waiting for room (policy `"suspend"`), woken when messages are taken. */
-  private roomWaiters: Array<() => void> | undefined = undefined
-  private wakeScheduled = false
-  private wakeTask: (() => void) | undefined = undefined
-  /** The real queue, once `queue` was read. */
-  private realQueue: Queue.Queue<Message, SessionError> | undefined = undefined
-
-  constructor(config: ChannelsConfig.ChannelConfig, services: Context.Context<never>) {
-    this.config = config
-    this.services = services
-  }
-
-  /** The messages as a `Queue` (created, and filled with the buffered messages and the end, on first use). */
-  get queue(): Queue.Queue<Message, SessionError> {
-    if (this.realQueue !== undefined) return this.realQueue
-    const queue = Effect.runSyncWith(this.services)(ChannelsConfig.makeQueue<Message, SessionError>(this.config))
-    const items = this.items
-    if (items !== undefined) Queue.offerAllUnsafe(queue, items.slice(this.head) as Array<Message>)
-    this.items = undefined
-    this.head = 0
-    if (this.end !== undefined) Queue.failCauseUnsafe(queue, Cause.fail(this.end))
-    this.realQueue = queue
-    // Everyone waiting here retries on the queue.
-    const taker = this.taker
-    const more = this.moreTakers
-    this.taker = undefined
-    this.moreTakers = undefined
-    if (taker !== undefined) taker.resume(this.takeEffect(taker.kind))
-    if (more !== undefined) for (const t of more) t.resume(this.takeEffect(t.kind))
-    this.releaseRoom()
-    return queue
-  }
-
-  get size(): number {
-    if (this.realQueue !== undefined) return Queue.sizeUnsafe(this.realQueue)
-    return this.items === undefined ? 0 : this.items.length - this.head
-  }
-
-  /** Buffers a message if there is room (and the session has not ended); wakes a waiting taker. */
-  offer(message: Message): boolean {
-    if (this.realQueue !== undefined) return Queue.offerUnsafe(this.realQueue, message)
-    if (this.end !== undefined) return false
-    const items = this.items
-    if (items === undefined) this.items = [message]
-    else if (items.length - this.head >= this.config.capacity) return false
-    else items.push(message)
-    if (this.taker !== undefined) this.scheduleWake()
-    return true
-  }
-
-  /** Waits until a message could be buffered again (or the session ended); the caller then offers again. */
-  get waitForRoom(): Effect.Effect<void> {
-    if (this.realQueue !== undefined) return Effect.void
-    return Effect.callback<void>((resume) => {
-      const wake = (): void => resume(Effect.void)
-      ;(this.roomWaiters ??= []).push(wake)
-      return Effect.sync(() => {
-        const waiters = this.roomWaiters
-        const i = waiters === undefined ? -1 : waiters.indexOf(wake)
-        if (i !== -1) waiters!.splice(i, 1)
-      })
-    })
-  }
-
-  /** Offers a message, waiting for room (policy `"suspend"` on the real queue). */
-  offerWaiting(message: Message): Effect.Effect<void> {
-    return Effect.asVoid(Queue.offer(this.realQueue!, message))
-  }
-
-  get hasQueue(): boolean {
-    return this.realQueue !== undefined
-  }
-
-  /** Ends the inbox: takers get the buffered messages, then `error`. */
-  fail(error: SessionError): void {
-    if (this.realQueue !== undefined) {
-      Queue.failCauseUnsafe(this.realQueue, Cause.fail(error))
-      return
-    }
-    if (this.end !== undefined) return
-    this.end = error
-    if (this.size === 0) this.wakeTakers() // nothing left to take: fail them now (as `Queue` does)
-    else if (this.taker !== undefined) this.scheduleWake()
-    this.releaseRoom()
-  }
-
-  /** Takes one message (`TAKE_ONE`), or every buffered one, waiting for at least one. */
-  takeEffect(kind: typeof TAKE_ONE): Effect.Effect<Message, SessionError>
-  takeEffect(kind: typeof TAKE_ALL): Effect.Effect<Arr.NonEmptyArray<Message>, SessionError>
-  takeEffect(kind: typeof TAKE_PULL): Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
-  takeEffect(kind: TakeKind): Effect.Effect<any, any>
-  takeEffect(kind: TakeKind): Effect.Effect<any, any> {
-    return Effect.suspend(() => {
-      const queue = this.realQueue
-      if (queue !== undefined) {
-        if (kind === TAKE_ONE) return Queue.take(queue)
-        const all = Queue.takeAll(queue)
-        return kind === TAKE_ALL ? all : Effect.catchTag(all, "ConnectionClosed", () => Cause.done())
-      }
-      return this.poll(kind) ?? Effect.callback<unknown, unknown>((resume) => {
-        const taker: Taker = { kind, resume }
-        if (this.taker === undefined) this.taker = taker
-        else (this.moreTakers ??= []).push(taker)
-        return Effect.sync(() => this.removeTaker(taker))
-      })
-    })
-  }
-
-  /** What a take gets right now, or `undefined` when it must wait. */
-  private poll(kind: TakeKind): Exit.Exit<unknown, unknown> | undefined {
-    const items = this.items
-    if (items !== undefined) {
-      let taken: Message | Arr.NonEmptyArray<Message>
-      if (kind === TAKE_ONE) {
-        taken = items[this.head]!
-        items[this.head++] = undefined
-        if (this.head === items.length) {
-          this.items = undefined
-          this.head = 0
-        } else if (this.head >= 64 && this.head * 2 >= items.length) {
-          items.splice(0, this.head) // a taker that keeps up one at a time: drop the taken slots
-          this.head = 0
-        }
-      } else {
-        taken = (this.head === 0 ? items : items.slice(this.head)) as unknown as Arr.NonEmptyArray<Message>
-        this.items = undefined
-        this.head = 0
-      }
-      this.releaseRoom()
-      return Exit.succeed(taken)
-    }
-    const end = this.end
-    if (end === undefined) return undefined
-    return kind === TAKE_PULL && end._tag === "ConnectionClosed" ? Exit.fail(Cause.Done()) : Exit.fail(end)
-  }
-
-  private removeTaker(taker: Taker): void {
-    if (this.taker === taker) {
-      const more = this.moreTakers
-      this.taker = more === undefined ? undefined : more.shift()
-      if (more !== undefined && more.length === 0) this.moreTakers = undefined
-      return
-    }
-    const more = this.moreTakers
-    const i = more === undefined ? -1 : more.indexOf(taker)
-    if (i !== -1) more!.splice(i, 1)
-  }
-
-  private scheduleWake(): void {
-    if (this.wakeScheduled) return
-    this.wakeScheduled = true
-    inboxDispatcherOf(this.services).scheduleTask(this.wakeTask ??= () => {
-      this.wakeScheduled = false
-      this.wakeTakers()
-    }, 0)
-  }
-
-  /** Resumes waiting takers in order while there is something for them. */
-  private wakeTakers(): void {
-    while (this.taker !== undefined && this.realQueue === undefined) {
-      const taker = this.taker
-      const result = this.poll(taker.kind)
-      if (result === undefined) return
-      this.removeTaker(taker)
-      taker.resume(result)
-    }
-  }
-
-  private releaseRoom(): void {
-    const waiters = this.roomWaiters
-    if (waiters === undefined || waiters.length === 0) return
-    this.roomWaiters = undefined
-    for (const wake of waiters) wake()
-  }
-}
-
 /** Why a batch of incoming frames stopped being processed synchronously. */
 type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
 
@@ -463,9 +244,8 @@ class Session implements WebSocketSession, FrameHandler {
   readonly role: Role
   readonly raw: RawWebSocket
   readonly extensions: ReadonlyArray<WebSocketExtension>
+  readonly incoming: Queue.Queue<Message, SessionError>
   readonly closeReason: Deferred.Deferred<CloseReason.CloseReason>
-  /** The incoming messages (a `Queue` only once `incoming` is read). */
-  private readonly inbox: Inbox
   private readonly writer: WebSocketWriter
   private readonly scope: Scope.Scope
   private readonly options: DefaultWebSocketSessionOptions
@@ -518,12 +298,16 @@ class Session implements WebSocketSession, FrameHandler {
   private boundClose: WebSocketSession["close"] | undefined = undefined
   private boundCloseExceptionally: WebSocketSession["closeExceptionally"] | undefined = undefined
   private boundRun: WebSocketSession["run"] | undefined = undefined
+  /** The pull behind `messages`, built on first use. */
+  private messagesPull:
+    | Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
+    | undefined = undefined
 
   constructor(
     raw: RawWebSocket,
     options: DefaultWebSocketSessionOptions,
     scope: Scope.Scope,
-    inbox: Inbox,
+    incoming: Queue.Queue<Message, SessionError>,
     closeReason: Deferred.Deferred<CloseReason.CloseReason>
   ) {
     this.role = raw.role
@@ -532,7 +316,7 @@ class Session implements WebSocketSession, FrameHandler {
     this.writer = raw.writer
     this.options = options
     this.scope = scope
-    this.inbox = inbox
+    this.incoming = incoming
     this.closeReason = closeReason
     this.closeTimeout = options.closeTimeout === undefined
       ? DEFAULT_CLOSE_TIMEOUT
@@ -557,17 +341,17 @@ class Session implements WebSocketSession, FrameHandler {
     return findExtension(this.extensions, factory) ?? null
   }
 
-  get incoming(): Queue.Queue<Message, SessionError> {
-    return this.inbox.queue
-  }
-
   get receive(): Effect.Effect<Message, SessionError> {
-    return this.inbox.takeEffect(TAKE_ONE)
+    return Queue.take(this.incoming)
   }
 
   get messages(): Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>> {
-    // One pull straight on the inbox (no `catchTag` stage): a normal close ends the stream.
-    return Stream.fromPull(Effect.succeed(this.inbox.takeEffect(TAKE_PULL)))
+    // One pull straight on the queue (no `catchTag` stage): a normal close ends the stream.
+    return Stream.fromPull(Effect.succeed(this.messagesPull ??= Effect.catchTag(
+      Queue.takeAll(this.incoming),
+      "ConnectionClosed",
+      () => Cause.done()
+    )))
   }
 
   get send(): WebSocketSession["send"] {
@@ -617,7 +401,7 @@ class Session implements WebSocketSession, FrameHandler {
     if (this.finished) return
     this.finished = true
     Deferred.doneUnsafe(this.closeReason, Exit.succeed(reason))
-    this.inbox.fail(error)
+    Queue.failCauseUnsafe(this.incoming, Cause.fail(error))
     this.writer.closeForSending()
     this.awaitedPong = undefined
   }
@@ -647,7 +431,7 @@ class Session implements WebSocketSession, FrameHandler {
     this.discarding = true
     this.open = undefined
     this.buffer = EMPTY
-    if (!this.finished && this.pendingFailure === undefined && this.inbox.size > 0) {
+    if (!this.finished && this.pendingFailure === undefined && Queue.sizeUnsafe(this.incoming) > 0) {
       this.pendingFailure = { error, reason }
       return
     }
@@ -660,7 +444,7 @@ class Session implements WebSocketSession, FrameHandler {
    */
   private get failAfterDrain(): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
-      for (let i = 0; i < DRAIN_TURNS && this.inbox.size > 0 && !this.finished; i++) {
+      for (let i = 0; i < DRAIN_TURNS && Queue.sizeUnsafe(this.incoming) > 0 && !this.finished; i++) {
         yield* Effect.yieldNow
       }
       yield* Effect.yieldNow
@@ -797,15 +581,13 @@ class Session implements WebSocketSession, FrameHandler {
   /** Offers one message; returns an effect when the queue is full with policy `"suspend"`. Nothing is delivered after the session finished. */
   private deliver(message: Message): Effect.Effect<void> | undefined {
     if (this.finished) return undefined
-    const inbox = this.inbox
-    if (inbox.offer(message)) return undefined
-    const config = inbox.config
+    if (Queue.offerUnsafe(this.incoming, message)) return undefined
+    const config = this.raw.channels.incoming
     if (config.overflow === "fail" && Number.isFinite(config.capacity)) {
       this.failSession(new ChannelOverflow({ channel: "incoming", capacity: config.capacity }))
       return undefined
     }
-    if (inbox.hasQueue) return inbox.offerWaiting(message)
-    return Effect.andThen(inbox.waitForRoom, Effect.suspend(() => this.deliver(message) ?? Effect.void))
+    return Effect.asVoid(Queue.offer(this.incoming, message))
   }
 
   private append(payload: Uint8Array): void {
@@ -1176,8 +958,8 @@ export const make = Effect.fnUntraced(function*(
     throw new RangeError(`Invalid outgoingFragmentSize: ${fragmentSize}`)
   }
   const scope = yield* Effect.scope
-  const inbox = new Inbox(raw.channels.incoming, yield* Effect.context<never>())
-  const session = new Session(raw, options, scope, inbox, Deferred.makeUnsafe<CloseReason.CloseReason>())
+  const incoming = yield* ChannelsConfig.makeQueue<Message, SessionError>(raw.channels.incoming)
+  const session = new Session(raw, options, scope, incoming, Deferred.makeUnsafe<CloseReason.CloseReason>())
   if (!raw.reader.attach(session)) {
     // Frames already went to the raw queue before this session existed: drain it with a fiber.
     session.trackFiber(yield* Effect.forkIn(session.pump, scope, { startImmediately: true }))
@@ -1186,11 +968,8 @@ export const make = Effect.fnUntraced(function*(
   if (pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)) {
     session.startPinger(yield* Effect.forkIn(session.pinger(pingInterval), scope, { startImmediately: true }))
   }
-  // Runs first on scope close, while the reader and writer still run: from the raw session's own
-  // finalizer when that is the scope's only one, else registered last.
-  if (!closeFirst(raw, scope, session)) {
-    yield* Scope.addFinalizer(scope, Effect.suspend(() => session.onScopeClose()))
-  }
+  // Registered last so it runs first on scope close, while the reader and writer still run.
+  yield* Scope.addFinalizer(scope, Effect.suspend(() => session.onScopeClose()))
   return session
 })
 
