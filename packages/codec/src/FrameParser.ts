@@ -4,7 +4,9 @@
  *
  * A frame that sits inside one chunk is handed out as a zero-copy view of that chunk; a frame
  * that spans chunks is copied once into a buffer of its final size. Masked payloads are unmasked
- * in place, so the parser owns the chunks it is given.
+ * in place, so the parser owns the chunks it is given. It keeps no chunk between pushes, and
+ * `viewsLastChunk` tells whether any frame of the last push is a view of its chunk (if not, the
+ * caller may free or reuse that chunk at once).
  *
  * @module
  */
@@ -81,6 +83,8 @@ export class FrameParser {
   /** Payload being assembled while a frame spans chunks. */
   private payload: Uint8Array | undefined = undefined
   private payloadFilled = 0
+  /** A frame appended by the last `push` is a view of that push's chunk. */
+  private viewed = false
 
   constructor(options: FrameParserOptions) {
     this.expectMasked = options.role === "server"
@@ -104,6 +108,15 @@ export class FrameParser {
     return this.headerFilled === 0 && this.payload === undefined
   }
 
+  /**
+   * Whether a frame appended by the last `push` is a zero-copy view of the chunk pushed. When
+   * `false`, the parser holds no reference to that chunk (its bytes were copied or consumed), so
+   * the caller may reuse or free it (see `Transport.release` in core).
+   */
+  get viewsLastChunk(): boolean {
+    return this.viewed
+  }
+
   /** Whether a fragmented message is open (a later frame must be a Continuation). */
   get inMessage(): boolean {
     return this.messageOpen
@@ -114,6 +127,7 @@ export class FrameParser {
    * `undefined`. Frames completed before a violation are still appended, in order.
    */
   push(chunk: Uint8Array, out: Array<Frame.Frame>): ProtocolViolation | undefined {
+    this.viewed = false
     if (this.failure !== undefined) return this.failure
     const end = chunk.length
     let pos = 0
@@ -254,6 +268,7 @@ export class FrameParser {
     if (available >= length) {
       const payload = chunk.subarray(pos, pos + length)
       if (this.masked) mask(payload, this.maskKey)
+      this.viewed = true
       this.emit(payload, out)
       return pos + length
     }

@@ -7,9 +7,11 @@
  */
 
 // One reusable 4-byte scratch seen both as bytes and as one native-endian 32-bit word, so the
-// word-sized key has the key bytes in memory order on any platform.
+// word-sized key has the key bytes in memory order on any platform. Signed words: V8 keeps
+// Int32Array elements in 32-bit registers, where Uint32Array values above 2^31 can go through
+// doubles (about 20 % slower on 64 KiB payloads).
 const keyBytes = new Uint8Array(4)
-const keyWord = new Uint32Array(keyBytes.buffer)
+const keyWord = new Int32Array(keyBytes.buffer)
 
 /** Below this many bytes a byte loop beats creating a word view. */
 const WORD_THRESHOLD = 32
@@ -42,14 +44,18 @@ export const mask = (data: Uint8Array, key: number, keyOffset = 0, start = 0, en
     keyBytes[2] = keyByte(key, k + 2)
     keyBytes[3] = keyByte(key, k + 3)
     const w = keyWord[0]!
-    const view = new Uint32Array(data.buffer, data.byteOffset + i, words)
+    const view = new Int32Array(data.buffer, data.byteOffset + i, words)
     let j = 0
-    const unrolled = words - (words & 3)
-    for (; j < unrolled; j += 4) {
+    const unrolled = words - (words & 7)
+    for (; j < unrolled; j += 8) {
       view[j] = view[j]! ^ w
       view[j + 1] = view[j + 1]! ^ w
       view[j + 2] = view[j + 2]! ^ w
       view[j + 3] = view[j + 3]! ^ w
+      view[j + 4] = view[j + 4]! ^ w
+      view[j + 5] = view[j + 5]! ^ w
+      view[j + 6] = view[j + 6]! ^ w
+      view[j + 7] = view[j + 7]! ^ w
     }
     for (; j < words; j++) view[j] = view[j]! ^ w
     i += words << 2

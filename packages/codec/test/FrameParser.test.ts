@@ -109,6 +109,23 @@ describe("FrameParser: lengths and chunking (conformance §1, H6)", () => {
     assert.strictEqual(spanning.bufferedBytes, 0)
   })
 
+  it("says whether a frame of the last push views its chunk (viewsLastChunk)", () => {
+    const parser = new FrameParser.FrameParser(client)
+    const out: Array<Frame.Frame> = []
+    assert.isFalse(parser.viewsLastChunk)
+    parser.push(hex("82 02 01 02"), out) // a whole frame: a view
+    assert.isTrue(parser.viewsLastChunk)
+    parser.push(hex("82 04 01"), out) // the start of a spanning frame: copied
+    assert.isFalse(parser.viewsLastChunk)
+    parser.push(hex("02 03 04 81"), out) // its end (copied) and a partial header (copied)
+    assert.isFalse(parser.viewsLastChunk)
+    parser.push(hex("00"), out) // an empty Text frame is a view too (of length 0)
+    assert.isTrue(parser.viewsLastChunk)
+    parser.push(hex("89"), out) // half a header
+    assert.isFalse(parser.viewsLastChunk)
+    assert.deepStrictEqual(out.map((f) => Array.from(f.payload)), [[1, 2], [1, 2, 3, 4], []])
+  })
+
   it("assembles spanning frames in buffers from the given allocator, overwriting every byte", () => {
     const sizes: Array<number> = []
     // A dirty allocator: stale bytes must never reach a frame.

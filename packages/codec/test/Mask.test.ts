@@ -25,6 +25,7 @@ describe("masking", () => {
           assert.deepStrictEqual(Array.from(data), Array.from(naive(bytes, key, offset)))
           assert.strictEqual(next, (offset + bytes.length) & 3)
           assert.deepStrictEqual(Array.from(backing.subarray(0, shift)), new Array(shift).fill(0))
+          assert.deepStrictEqual(Array.from(backing.subarray(shift + bytes.length)), new Array(8 - shift).fill(0))
         }
       ),
       { numRuns: 10_000 }

@@ -47,7 +47,12 @@ const streamArb = (big: boolean) =>
 
 const chunkSizesArb = fc.array(fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 70_000 })), { maxLength: 6 })
 
-const roundTrip = (frames: ReadonlyArray<Frame.Frame>, masked: boolean, sizes: ReadonlyArray<number>, batch: boolean) => {
+/**
+ * With `release`, each chunk is a buffer of its own and is overwritten as soon as the parser
+ * says no frame views it (`viewsLastChunk` false), as a transport that frees or reuses released
+ * chunks would: the frames must come out intact all the same.
+ */
+const roundTrip = (frames: ReadonlyArray<Frame.Frame>, masked: boolean, sizes: ReadonlyArray<number>, batch: boolean, release = false) => {
   const serializer = new Serializer.Serializer({ mask: masked })
   const parts: Array<Uint8Array> = []
   if (batch) serializer.serializeBatch(frames, parts)
@@ -55,7 +60,11 @@ const roundTrip = (frames: ReadonlyArray<Frame.Frame>, masked: boolean, sizes: R
   const bytes = Serializer.concat(parts).slice() // the parser unmasks in place: never hand it the caller's payloads
   const parser = new FrameParser.FrameParser({ role: masked ? "server" : "client", maxFrameSize: 1 << 20, allowedRsv: { rsv1: true, rsv2: true, rsv3: true } })
   const out: Array<Frame.Frame> = []
-  for (const c of chunked(bytes, sizes)) assert.isUndefined(parser.push(c, out))
+  for (const c of chunked(bytes, sizes)) {
+    const chunk = release ? c.slice() : c
+    assert.isUndefined(parser.push(chunk, out))
+    if (release && !parser.viewsLastChunk) chunk.fill(0xee)
+  }
   assert.isTrue(parser.atFrameBoundary)
   assert.deepStrictEqual(out.map(plain), frames.map(plain))
 }
@@ -76,6 +85,17 @@ describe("codec properties", () => {
         roundTrip(frames, masked, sizes, batch)
       ),
       { numRuns: 300 }
+    )
+  })
+
+  it("keeps no view of a chunk it says it does not view (viewsLastChunk), under arbitrary chunkings", () => {
+    fc.assert(
+      fc.property(streamArb(false), fc.boolean(), chunkSizesArb, (frames, masked, sizes) => roundTrip(frames, masked, sizes, true, true)),
+      { numRuns: 10_000 }
+    )
+    fc.assert(
+      fc.property(streamArb(true), fc.boolean(), chunkSizesArb, (frames, masked, sizes) => roundTrip(frames, masked, sizes, true, true)),
+      { numRuns: 200 }
     )
   })
 

@@ -49,4 +49,11 @@ export interface Transport {
    * allocation (Node's `Buffer.allocUnsafe`) saves zero-filling; the default is `new Uint8Array`.
    */
   readonly allocate?: (size: number) => Uint8Array
+  /**
+   * Hands back a chunk returned by `read`/`poll` that the session is done with: every byte was
+   * copied or consumed and no view of it is kept anywhere. The transport may then free or reuse
+   * its memory at once (the Node transport detaches the chunk's `ArrayBuffer`, which releases the
+   * backing store without waiting for a full garbage collection). Optional; never fails.
+   */
+  readonly release?: (chunk: Uint8Array) => void
 }

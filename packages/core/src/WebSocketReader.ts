@@ -11,6 +11,9 @@
  * `start` ties the reader to a scope: closing it interrupts a running reader fiber and no new one
  * is started.
  *
+ * A chunk of which no frame is a view (the parser copied every byte: frames spanning chunks) is
+ * handed back to the transport's `release`, if it has one, as soon as it is parsed.
+ *
  * A session built on top (the default session) can instead `attach` a `FrameHandler`: the reader
  * then hands each batch straight to it, in its own fiber, with no queue in between.
  *
@@ -215,6 +218,7 @@ export class WebSocketReader {
   private static *loop(this: WebSocketReader): Generator<Effect.Effect<unknown, never, never>, void, never> {
     const self = this
     const transport = self.transport
+    const release = transport.release
     const frames: Array<Frame.Frame> = []
     while (!self.stopped) {
       let chunk: Uint8Array | TransportClosed | undefined
@@ -236,8 +240,13 @@ export class WebSocketReader {
         if (after !== undefined) yield* after
         return
       }
-      if (!self.delivering) continue
+      if (!self.delivering) {
+        if (release !== undefined) release.call(transport, chunk) // discarded unread
+        continue
+      }
       const violation = self.parser.push(chunk, frames)
+      // Every byte was copied (frames spanning chunks) or consumed: the transport may free it now.
+      if (release !== undefined && !self.parser.viewsLastChunk) release.call(transport, chunk)
       let end = frames.length
       for (let i = 0; i < frames.length; i++) {
         if (frames[i]!._tag === "Close") {

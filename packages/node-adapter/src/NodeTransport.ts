@@ -7,6 +7,9 @@
  * - Writes honour `socket.write`'s return value: a batch is written under `cork`/`uncork` (one
  *   `writev`), and `write` suspends until `drain` when the socket's buffer is over its
  *   high-water mark.
+ * - Chunks the session hands back with `release` (every byte copied, no view kept) are freed at
+ *   once by detaching their buffer: with large messages V8 would otherwise start a full GC for
+ *   every ~64 MB of socket reads (their buffers are external memory).
  * - Ends are mapped to `TransportClosed`: `Eof` after the peer's FIN, `Reset` after a socket
  *   error (ECONNRESET, EPIPE, ...) or a close we did not ask for, `Destroyed` after `destroy`,
  *   `Ended` for a write after `end`.
@@ -35,6 +38,17 @@ export interface NodeTransport extends Transport.Transport {
   readonly socket: Net.Socket
   /** Chunks received and not yet taken by `read` (0, 1 or a few; the socket is paused meanwhile). */
   readonly bufferedInput: () => number
+  /** Non-suspending `read` (see `Transport.poll`). */
+  readonly poll: (wake: () => void) => Uint8Array | Errors.TransportClosed | undefined
+  /** Allocates with `Buffer.allocUnsafe` (see `Transport.allocate`). */
+  readonly allocate: (size: number) => Uint8Array
+  /**
+   * Frees a chunk the session is done with (see `Transport.release`) by detaching its
+   * `ArrayBuffer`, when that is safe: the chunk came from a socket read (not `initialBytes`),
+   * spans its whole buffer, and the transport is the socket's only `data` listener. Otherwise
+   * it does nothing. Never throws.
+   */
+  readonly release: (chunk: Uint8Array) => void
 }
 
 const EOF = new Errors.TransportClosed({ reason: "Eof" })
@@ -64,7 +78,10 @@ export const make = (
  */
 export const makeUnsafe = (socket: Net.Socket, options: NodeTransportOptions = {}): NodeTransport => {
   const transport = new SocketTransport(socket)
-  if (options.initialBytes !== undefined && options.initialBytes.length > 0) transport.chunks.push(options.initialBytes)
+  if (options.initialBytes !== undefined && options.initialBytes.length > 0) {
+    transport.chunks.push(options.initialBytes)
+    transport.initialBytes = options.initialBytes
+  }
   const owned = socket as TransportSocket
   owned[kTransport] = transport
   socket.on("data", onSocketData)
@@ -123,6 +140,8 @@ class SocketTransport implements NodeTransport {
   private endEffect: Effect.Effect<void> | undefined = undefined
   private destroyEffect: Effect.Effect<void> | undefined = undefined
   readonly allocate = allocate
+  /** The `initialBytes` chunk, which came from elsewhere (node:http's `head`) and is never detached by `release`. */
+  initialBytes: Uint8Array | undefined = undefined
 
   constructor(socket: Net.Socket) {
     this.socket = socket
@@ -229,6 +248,27 @@ class SocketTransport implements NodeTransport {
     })
   }
 
+  /**
+   * Frees a chunk the session is done with by detaching its `ArrayBuffer` (its views become
+   * empty): the memory is returned at once, instead of at the next full GC that V8 would start
+   * for the external memory of every 64 KiB read. Only a chunk that came from this socket's
+   * `data` event and spans its whole buffer is detached (Node allocates one buffer per read),
+   * and only while the transport is the socket's only `data` listener (no one else can hold it).
+   * Never throws.
+   */
+  release(chunk: Uint8Array): void {
+    const buffer = chunk.buffer
+    if (
+      chunk.byteOffset !== 0 || chunk.byteLength !== buffer.byteLength || chunk === this.initialBytes ||
+      !(buffer instanceof ArrayBuffer) || this.socket.listenerCount("data") !== 1
+    ) return
+    try {
+      ;(buffer as DetachableBuffer).transfer?.(0)
+    } catch {
+      // Not detachable (Node marks some buffers so): it is left to the garbage collector.
+    }
+  }
+
   private writeFailure(): Errors.TransportClosed | undefined {
     return this.failure ?? (this.outputEnded || this.socket.writableEnded ? ENDED : undefined)
   }
@@ -286,6 +326,11 @@ class SocketTransport implements NodeTransport {
       this.settle(this.failure ?? DESTROYED)
     })
   }
+}
+
+/** `ArrayBuffer.prototype.transfer` (ES2024; Node ≥ 21), which detaches the buffer it is called on. */
+interface DetachableBuffer extends ArrayBuffer {
+  readonly transfer?: (newLength?: number) => ArrayBuffer
 }
 
 /** Uninitialised buffers for frames that span chunks: the parser writes every byte before use. */

@@ -1,5 +1,12 @@
+import { Frame, FrameParser, Serializer } from "@effect-ws/codec"
+import { RawWebSocket, type Transport } from "@effect-ws/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber } from "effect"
+import { Effect, Exit, Fiber, Queue } from "effect"
+import { randomFillSync } from "node:crypto"
+import { readFileSync } from "node:fs"
+import type * as Net from "node:net"
+import * as Tls from "node:tls"
+import { markAsUntransferable } from "node:worker_threads"
 import * as NodeTransport from "../src/NodeTransport.ts"
 import { eventually, latin1, socketPair } from "./helpers.ts"
 
@@ -17,6 +24,82 @@ const readBytes = (transport: NodeTransport.NodeTransport, n: number) =>
     }
     return Buffer.concat(parts)
   })
+
+/** Reads server frames from a raw client socket until `count` arrived (2 s at most). */
+const readFrames = (socket: Net.Socket, count: number) =>
+  Effect.callback<Array<Frame.Frame>, Error>((resume) => {
+    const parser = new FrameParser.FrameParser({ role: "client" })
+    const frames: Array<Frame.Frame> = []
+    const timer = setTimeout(() => resume(Effect.fail(new Error(`${frames.length} of ${count} frames`))), 2_000)
+    const onData = (chunk: Buffer) => {
+      const violation = parser.push(chunk, frames)
+      if (violation !== undefined || frames.length >= count) {
+        socket.off("data", onData)
+        clearTimeout(timer)
+        resume(violation === undefined ? Effect.succeed(frames) : Effect.fail(new Error(violation.message)))
+      }
+    }
+    socket.on("data", onData)
+  })
+
+/**
+ * Runs a raw server session over `server` that echoes every frame, sends it large masked messages
+ * from the raw `client` (one write, split by the network as it likes) and checks every echoed
+ * byte, and that the session released chunks to the transport.
+ */
+const echoesIntact = (client: Net.Socket, server: Net.Socket) =>
+  Effect.gen(function*() {
+    const transport = yield* NodeTransport.make(server)
+    let released = 0
+    const counting: Transport.Transport = {
+      read: transport.read,
+      poll: (wake) => transport.poll(wake),
+      write: (chunks) => transport.write(chunks),
+      end: transport.end,
+      destroy: transport.destroy,
+      ended: transport.ended,
+      allocate: transport.allocate,
+      release: (chunk) => {
+        released++
+        transport.release(chunk)
+      }
+    }
+    const raw = yield* RawWebSocket.make(counting, { role: "server" })
+    const sizes = [0, 1, 125, 126, 1000, 65_535, 65_536, 65_550, 200_001, 3, 131_072, 70_000, 16]
+    const sent = sizes.map((n) => randomFillSync(new Uint8Array(n)))
+    yield* Effect.forkChild(Effect.gen(function*() {
+      for (let i = 0; i < sizes.length; i++) {
+        const frame = yield* Queue.take(raw.incoming)
+        yield* raw.send(frame)
+      }
+    }))
+    const serializer = new Serializer.Serializer({ mask: true })
+    const parts: Array<Uint8Array> = []
+    serializer.serializeBatch(sent.map((payload) => Frame.binary(payload)), parts)
+    client.write(Serializer.concat(parts))
+    const echoed = yield* readFrames(client, sizes.length)
+    assert.deepStrictEqual(echoed.map((f) => f.payload.length), sizes)
+    for (let i = 0; i < sizes.length; i++) assert.isTrue(Buffer.from(echoed[i]!.payload).equals(sent[i]!), `message ${i}`)
+    assert.isAbove(released, 0)
+  })
+
+/** A connected pair of TLS sockets over loopback (the test certificate for localhost). */
+const tlsPair = Effect.gen(function*() {
+  const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url))
+  const { server: tcpServer, client: tcpClient } = yield* socketPair
+  const server = new Tls.TLSSocket(tcpServer, { isServer: true, key: fixture("localhost.key"), cert: fixture("localhost.crt") })
+  const client = Tls.connect({ socket: tcpClient, servername: "localhost", ca: fixture("localhost.crt") })
+  server.on("error", () => {})
+  client.on("error", () => {})
+  yield* Effect.callback<void>((resume) => {
+    client.once("secureConnect", () => resume(Effect.void))
+  })
+  yield* Effect.addFinalizer(() => Effect.sync(() => {
+    client.destroy()
+    server.destroy()
+  }))
+  return { client: client as Net.Socket, server: server as Net.Socket } as const
+})
 
 const reasonOf = <A>(exit: Exit.Exit<A, { readonly reason: string }>) =>
   Exit.isFailure(exit) ? exit.cause.reasons.flatMap((r) => (r._tag === "Fail" ? [r.error.reason] : [])) : ["success"]
@@ -137,6 +220,46 @@ describe("NodeTransport", () => {
       const peerRead = reasonOf(yield* Effect.exit(b.read))[0]
       assert.oneOf(peerRead, ["Eof", "Reset"])
     }))
+
+  it.live("release detaches a whole socket chunk at once, and leaves initial bytes, views and shared sockets alone", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* socketPair
+      const initialBytes = latin1("head")
+      const b = yield* NodeTransport.make(server, { initialBytes })
+      client.write(new Uint8Array(1000).fill(1))
+      const first = yield* b.read
+      assert.strictEqual(first, initialBytes)
+      b.release(first)
+      assert.strictEqual(text(first), "head")
+      const chunk = yield* b.read
+      // Node allocates one ArrayBuffer per read: that is what makes detaching safe.
+      assert.strictEqual(chunk.byteOffset, 0)
+      assert.strictEqual(chunk.byteLength, chunk.buffer.byteLength)
+      b.release(chunk.subarray(1)) // a view into a buffer: left alone
+      assert.isAbove(chunk.byteLength, 0)
+      b.release(chunk)
+      assert.strictEqual(chunk.byteLength, 0)
+      assert.strictEqual(chunk.buffer.byteLength, 0)
+      // Someone else listens to `data` (and may hold the chunk): nothing is detached.
+      const onData = () => {}
+      server.on("data", onData)
+      client.write(latin1("more"))
+      const shared = yield* b.read
+      b.release(shared)
+      assert.strictEqual(text(shared), "more")
+      server.off("data", onData)
+      // A buffer Node marked as not detachable is left alone, without an exception.
+      const pinned = new ArrayBuffer(8)
+      markAsUntransferable(pinned)
+      b.release(new Uint8Array(pinned))
+      assert.strictEqual(pinned.byteLength, 8)
+    }))
+
+  it.live("a session over TCP echoes large masked messages intact while releasing chunks", () =>
+    Effect.flatMap(socketPair, (pair) => echoesIntact(pair.client, pair.server)))
+
+  it.live("a session over TLS echoes large masked messages intact while releasing chunks", () =>
+    Effect.flatMap(tlsPair, (pair) => echoesIntact(pair.client, pair.server)))
 
   it.live("closing the scope destroys the socket", () =>
     Effect.gen(function*() {
