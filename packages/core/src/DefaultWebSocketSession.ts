@@ -7,7 +7,12 @@
  *
  * Footprint: the incoming frames are processed inside the raw reader's fiber and Pings are
  * answered by the raw writer, so a session adds no fiber to the raw session's (which run only
- * while there is input or output to handle: an idle session has none), and one queue (`incoming`). `scripts/bench/session-memory.ts` measures the bytes per session.
+ * while there is input or output to handle: an idle session has none). Messages wait in a small
+ * inbox that `receive` and `messages` take from; the `incoming` `Queue` is only created (and the
+ * inbox moved into it) when it is first read. A session made in the raw session's scope closes
+ * from the raw session's finalizer (one finalizer per connection), the reassembly state exists
+ * only once a fragmented message arrived, and `closeReason` is created when first read.
+ * `scripts/bench/session-memory.ts` measures the bytes per session.
  *
  * Close reasons (RFC 6455 §7.1.5 and design.md §5):
  * - the peer sent the first Close: its code and reason (1005 when it had no code), echoed back;
@@ -19,7 +24,7 @@
  */
 import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
 import type * as Arr from "effect/Array"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Queue, Scope, Sink, Stream } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Queue, Scheduler, Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
   ChannelOverflow,
@@ -41,7 +46,7 @@ import {
   type WebSocketExtension,
   type WebSocketExtensionFactory
 } from "./Extension.ts"
-import type { RawWebSocket, Role } from "./RawWebSocket.ts"
+import { closeFirst, type RawWebSocket, type Role } from "./RawWebSocket.ts"
 import type { FrameHandler, RawIncomingError } from "./WebSocketReader.ts"
 import type { WebSocketWriter } from "./WebSocketWriter.ts"
 
@@ -95,7 +100,8 @@ export interface WebSocketSession {
   /**
    * Whole messages as received (Text payloads are valid UTF-8). When the session ends, messages
    * already received are still delivered, then every taker fails with the one `SessionError` that
-   * ended it (`ConnectionClosed` for a completed close handshake).
+   * ended it (`ConnectionClosed` for a completed close handshake). Created when first read (taking
+   * over the messages waiting in the session's inbox); `receive` and `messages` need no queue.
    */
   readonly incoming: Queue.Dequeue<Message, SessionError>
   /** The next message; fails with the `SessionError` that ended the session once it has ended. */
@@ -231,6 +237,270 @@ const pingPayload = (): Uint8Array => {
   return Utf8.encodeUtf8(`[ping ${hex(random)} ping]`)
 }
 
+/** One wake-up dispatcher per scheduler, shared by every session's inbox (like the writer's). */
+const inboxDispatchers = new WeakMap<Scheduler.Scheduler, Scheduler.SchedulerDispatcher>()
+const inboxDispatcherOf = (services: Context.Context<never>): Scheduler.SchedulerDispatcher => {
+  const scheduler = Context.get(services, Scheduler.Scheduler)
+  let dispatcher = inboxDispatchers.get(scheduler)
+  if (dispatcher === undefined) {
+    dispatcher = scheduler.makeDispatcher()
+    inboxDispatchers.set(scheduler, dispatcher)
+  }
+  return dispatcher
+}
+
+/** What a waiting taker wants: one message, every buffered one, or a `messages` pull (all; a normal close is `Done`). */
+const TAKE_ONE = 0
+const TAKE_ALL = 1
+const TAKE_PULL = 2
+type TakeKind = typeof TAKE_ONE | typeof TAKE_ALL | typeof TAKE_PULL
+
+/** A fiber waiting in `Inbox.take`. */
+interface Taker {
+  readonly kind: TakeKind
+  readonly resume: (effect: Effect.Effect<any, any>) => void
+}
+
+/**
+ * The session's incoming messages, kept small while idle: an array (absent when empty), the error
+ * that ended the session, and the fibers waiting to take, woken from a scheduler task (as `Queue`
+ * wakes its takers, so messages that arrive together are taken together). `receive` and `messages`
+ * take from here. The first read of the session's `incoming` creates the real `Queue` (same
+ * capacity), moves the buffered messages and the end into it, and from then on every operation
+ * here forwards to that queue.
+ */
+class Inbox {
+  readonly config: ChannelsConfig.ChannelConfig
+  private readonly services: Context.Context<never>
+  /** Buffered messages from `head` on (taken slots are cleared); `undefined` when none. */
+  private items: Array<Message | undefined> | undefined = undefined
+  private head = 0
+  /** Why the session ended: takers get it once the buffered messages are taken. */
+  private end: SessionError | undefined = undefined
+  /** The first waiting taker, and any others after it (rare: two fibers taking at once). */
+  private taker: Taker | undefined = undefined
+  private moreTakers: Array<Taker> | undefined = undefined
+  /** Producers waiting for room (policy `"suspend"`), woken when messages are taken. */
+  private roomWaiters: Array<() => void> | undefined = undefined
+  private wakeScheduled = false
+  private wakeTask: (() => void) | undefined = undefined
+  /** The real queue, once `queue` was read. */
+  private realQueue: Queue.Queue<Message, SessionError> | undefined = undefined
+
+  constructor(config: ChannelsConfig.ChannelConfig, services: Context.Context<never>) {
+    this.config = config
+    this.services = services
+  }
+
+  /** The messages as a `Queue` (created, and filled with the buffered messages and the end, on first use). */
+  get queue(): Queue.Queue<Message, SessionError> {
+    if (this.realQueue !== undefined) return this.realQueue
+    const queue = Effect.runSyncWith(this.services)(ChannelsConfig.makeQueue<Message, SessionError>(this.config))
+    const items = this.items
+    if (items !== undefined) Queue.offerAllUnsafe(queue, items.slice(this.head) as Array<Message>)
+    this.items = undefined
+    this.head = 0
+    if (this.end !== undefined) Queue.failCauseUnsafe(queue, Cause.fail(this.end))
+    this.realQueue = queue
+    // Everyone waiting here retries on the queue.
+    const taker = this.taker
+    const more = this.moreTakers
+    this.taker = undefined
+    this.moreTakers = undefined
+    if (taker !== undefined) taker.resume(this.takeEffect(taker.kind))
+    if (more !== undefined) for (const t of more) t.resume(this.takeEffect(t.kind))
+    this.releaseRoom()
+    return queue
+  }
+
+  get size(): number {
+    if (this.realQueue !== undefined) return Queue.sizeUnsafe(this.realQueue)
+    return this.items === undefined ? 0 : this.items.length - this.head
+  }
+
+  /** Buffers a message if there is room (and the session has not ended); wakes a waiting taker. */
+  offer(message: Message): boolean {
+    if (this.realQueue !== undefined) return Queue.offerUnsafe(this.realQueue, message)
+    if (this.end !== undefined) return false
+    const items = this.items
+    if (items === undefined) this.items = [message]
+    else if (items.length - this.head >= this.config.capacity) return false
+    else items.push(message)
+    if (this.taker !== undefined) this.scheduleWake()
+    return true
+  }
+
+  /** Waits until a message could be buffered again (or the session ended); the caller then offers again. */
+  get waitForRoom(): Effect.Effect<void> {
+    if (this.realQueue !== undefined) return Effect.void
+    return Effect.callback<void>((resume) => {
+      const wake = (): void => resume(Effect.void)
+      ;(this.roomWaiters ??= []).push(wake)
+      return Effect.sync(() => {
+        const waiters = this.roomWaiters
+        const i = waiters === undefined ? -1 : waiters.indexOf(wake)
+        if (i !== -1) waiters!.splice(i, 1)
+      })
+    })
+  }
+
+  /** Offers a message, waiting for room (policy `"suspend"` on the real queue). */
+  offerWaiting(message: Message): Effect.Effect<void> {
+    return Effect.asVoid(Queue.offer(this.realQueue!, message))
+  }
+
+  get hasQueue(): boolean {
+    return this.realQueue !== undefined
+  }
+
+  /** Ends the inbox: takers get the buffered messages, then `error`. */
+  fail(error: SessionError): void {
+    if (this.realQueue !== undefined) {
+      Queue.failCauseUnsafe(this.realQueue, Cause.fail(error))
+      return
+    }
+    if (this.end !== undefined) return
+    this.end = error
+    if (this.size === 0) this.wakeTakers() // nothing left to take: fail them now (as `Queue` does)
+    else if (this.taker !== undefined) this.scheduleWake()
+    this.releaseRoom()
+  }
+
+  /** Takes one message (`TAKE_ONE`), or every buffered one, waiting for at least one. */
+  takeEffect(kind: typeof TAKE_ONE): Effect.Effect<Message, SessionError>
+  takeEffect(kind: typeof TAKE_ALL): Effect.Effect<Arr.NonEmptyArray<Message>, SessionError>
+  takeEffect(kind: typeof TAKE_PULL): Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
+  takeEffect(kind: TakeKind): Effect.Effect<any, any>
+  takeEffect(kind: TakeKind): Effect.Effect<any, any> {
+    return Effect.suspend(() => {
+      const queue = this.realQueue
+      if (queue !== undefined) {
+        if (kind === TAKE_ONE) return Queue.take(queue)
+        const all = Queue.takeAll(queue)
+        return kind === TAKE_ALL ? all : Effect.catchTag(all, "ConnectionClosed", () => Cause.done())
+      }
+      return this.poll(kind) ?? Effect.callback<unknown, unknown>((resume) => {
+        const taker: Taker = { kind, resume }
+        if (this.taker === undefined) this.taker = taker
+        else (this.moreTakers ??= []).push(taker)
+        return Effect.sync(() => this.removeTaker(taker))
+      })
+    })
+  }
+
+  /** What a take gets right now, or `undefined` when it must wait. */
+  private poll(kind: TakeKind): Exit.Exit<unknown, unknown> | undefined {
+    const items = this.items
+    if (items !== undefined) {
+      let taken: Message | Arr.NonEmptyArray<Message>
+      if (kind === TAKE_ONE) {
+        taken = items[this.head]!
+        items[this.head++] = undefined
+        if (this.head === items.length) {
+          this.items = undefined
+          this.head = 0
+        } else if (this.head >= 64 && this.head * 2 >= items.length) {
+          items.splice(0, this.head) // a taker that keeps up one at a time: drop the taken slots
+          this.head = 0
+        }
+      } else {
+        taken = (this.head === 0 ? items : items.slice(this.head)) as unknown as Arr.NonEmptyArray<Message>
+        this.items = undefined
+        this.head = 0
+      }
+      this.releaseRoom()
+      return Exit.succeed(taken)
+    }
+    const end = this.end
+    if (end === undefined) return undefined
+    return kind === TAKE_PULL && end._tag === "ConnectionClosed" ? Exit.fail(Cause.Done()) : Exit.fail(end)
+  }
+
+  private removeTaker(taker: Taker): void {
+    if (this.taker === taker) {
+      const more = this.moreTakers
+      this.taker = more === undefined ? undefined : more.shift()
+      if (more !== undefined && more.length === 0) this.moreTakers = undefined
+      return
+    }
+    const more = this.moreTakers
+    const i = more === undefined ? -1 : more.indexOf(taker)
+    if (i !== -1) more!.splice(i, 1)
+  }
+
+  private scheduleWake(): void {
+    if (this.wakeScheduled) return
+    this.wakeScheduled = true
+    inboxDispatcherOf(this.services).scheduleTask(this.wakeTask ??= () => {
+      this.wakeScheduled = false
+      this.wakeTakers()
+    }, 0)
+  }
+
+  /** Resumes waiting takers in order while there is something for them. */
+  private wakeTakers(): void {
+    while (this.taker !== undefined && this.realQueue === undefined) {
+      const taker = this.taker
+      const result = this.poll(taker.kind)
+      if (result === undefined) return
+      this.removeTaker(taker)
+      taker.resume(result)
+    }
+  }
+
+  private releaseRoom(): void {
+    const waiters = this.roomWaiters
+    if (waiters === undefined || waiters.length === 0) return
+    this.roomWaiters = undefined
+    for (const wake of waiters) wake()
+  }
+}
+
+/** A fragmented message being reassembled (one per session, created with its first fragmented message). */
+class Assembly {
+  open: "Text" | "Binary" | undefined = undefined
+  rsv1 = false
+  rsv2 = false
+  rsv3 = false
+  buffer: Uint8Array = EMPTY
+  size = 0
+  fragments = 0
+  utf8: Utf8.Utf8Validator | undefined = undefined
+  validateOnTheFly = false
+
+  /** Starts a message with its first (non-final) frame. */
+  begin(frame: Frame.Text | Frame.Binary, validate: boolean): void {
+    this.open = frame._tag
+    this.rsv1 = frame.rsv1
+    this.rsv2 = frame.rsv2
+    this.rsv3 = frame.rsv3
+    this.size = 0
+    this.fragments = 1
+    this.validateOnTheFly = validate
+    if (validate) (this.utf8 ??= new Utf8.Utf8Validator()).reset()
+  }
+
+  append(payload: Uint8Array, maxMessageSize: number): void {
+    const needed = this.size + payload.length
+    if (needed > this.buffer.length) {
+      const grown = new Uint8Array(
+        Math.min(Math.max(needed, this.buffer.length * 2, 256), Math.max(needed, maxMessageSize))
+      )
+      grown.set(this.buffer.subarray(0, this.size))
+      this.buffer = grown
+    }
+    this.buffer.set(payload, this.size)
+    this.size = needed
+  }
+
+  /** No message open any more (completed, or abandoned after a failure); the buffer is released. */
+  reset(): void {
+    this.open = undefined
+    this.buffer = EMPTY
+    this.size = 0
+  }
+}
+
 /** Why a batch of incoming frames stopped being processed synchronously. */
 type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
 
@@ -241,17 +511,18 @@ type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
  * the functions of the public API are bound only when first used.
  */
 class Session implements WebSocketSession, FrameHandler {
-  readonly role: Role
   readonly raw: RawWebSocket
-  readonly extensions: ReadonlyArray<WebSocketExtension>
-  readonly incoming: Queue.Queue<Message, SessionError>
-  readonly closeReason: Deferred.Deferred<CloseReason.CloseReason>
-  private readonly writer: WebSocketWriter
+  /** The incoming messages (a `Queue` only once `incoming` is read). */
+  private readonly inbox: Inbox
   private readonly scope: Scope.Scope
   private readonly options: DefaultWebSocketSessionOptions
-  private readonly closeTimeout: Duration.Duration
-  /** Completed once the incoming frames ended (`onEnd` ran). */
-  private readonly handlerDone = Deferred.makeUnsafe<void>()
+  /** `closeReason`, created when first read (completed at once if the session already ended). */
+  private closeReasonDeferred: Deferred.Deferred<CloseReason.CloseReason> | undefined = undefined
+  /** The reason the session ended with, once it did. */
+  private endReason: CloseReason.CloseReason | undefined = undefined
+  /** Set once the incoming frames ended (`onEnd` ran); `handlerDoneDeferred` is created only to wait for it. */
+  private handlerEnded = false
+  private handlerDoneDeferred: Deferred.Deferred<void> | undefined = undefined
 
   // ---- Close state ----
   /** The reason of the Close we sent first, when we initiated the close handshake. */
@@ -281,16 +552,8 @@ class Session implements WebSocketSession, FrameHandler {
   private awaitedPong: Uint8Array | undefined = undefined
   private pongArrived: Deferred.Deferred<void> | undefined = undefined
 
-  // ---- Reassembly state ----
-  private open: "Text" | "Binary" | undefined = undefined
-  private openRsv1 = false
-  private openRsv2 = false
-  private openRsv3 = false
-  private buffer: Uint8Array = EMPTY
-  private size = 0
-  private fragments = 0
-  private utf8: Utf8.Utf8Validator | undefined = undefined
-  private validateOnTheFly = false
+  /** The reassembly state, created with the first fragmented message (most sessions never see one). */
+  private assembly: Assembly | undefined = undefined
 
   // ---- Bound API functions, created on first use ----
   private boundSend: WebSocketSession["send"] | undefined = undefined
@@ -298,29 +561,48 @@ class Session implements WebSocketSession, FrameHandler {
   private boundClose: WebSocketSession["close"] | undefined = undefined
   private boundCloseExceptionally: WebSocketSession["closeExceptionally"] | undefined = undefined
   private boundRun: WebSocketSession["run"] | undefined = undefined
-  /** The pull behind `messages`, built on first use. */
-  private messagesPull:
-    | Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
-    | undefined = undefined
 
   constructor(
     raw: RawWebSocket,
     options: DefaultWebSocketSessionOptions,
     scope: Scope.Scope,
-    incoming: Queue.Queue<Message, SessionError>,
-    closeReason: Deferred.Deferred<CloseReason.CloseReason>
+    inbox: Inbox
   ) {
-    this.role = raw.role
     this.raw = raw
-    this.extensions = raw.extensions
-    this.writer = raw.writer
     this.options = options
     this.scope = scope
-    this.incoming = incoming
-    this.closeReason = closeReason
-    this.closeTimeout = options.closeTimeout === undefined
-      ? DEFAULT_CLOSE_TIMEOUT
-      : Duration.fromInputUnsafe(options.closeTimeout)
+    this.inbox = inbox
+  }
+
+  private get closeTimeout(): Duration.Duration {
+    const timeout = this.options.closeTimeout
+    return timeout === undefined ? DEFAULT_CLOSE_TIMEOUT : Duration.fromInputUnsafe(timeout)
+  }
+
+  get role(): Role {
+    return this.raw.role
+  }
+
+  get extensions(): ReadonlyArray<WebSocketExtension> {
+    return this.raw.extensions
+  }
+
+  private get writer(): WebSocketWriter {
+    return this.raw.writer
+  }
+
+  get closeReason(): Deferred.Deferred<CloseReason.CloseReason> {
+    if (this.closeReasonDeferred !== undefined) return this.closeReasonDeferred
+    const deferred = Deferred.makeUnsafe<CloseReason.CloseReason>()
+    if (this.endReason !== undefined) Deferred.doneUnsafe(deferred, Exit.succeed(this.endReason))
+    return this.closeReasonDeferred = deferred
+  }
+
+  /** Completes once the incoming frames ended (`onEnd` ran). */
+  private get handlerDone(): Effect.Effect<void> {
+    return Effect.suspend(() =>
+      this.handlerEnded ? Effect.void : Deferred.await(this.handlerDoneDeferred ??= Deferred.makeUnsafe<void>())
+    )
   }
 
   private get maxMessageSize(): number {
@@ -341,17 +623,17 @@ class Session implements WebSocketSession, FrameHandler {
     return findExtension(this.extensions, factory) ?? null
   }
 
+  get incoming(): Queue.Queue<Message, SessionError> {
+    return this.inbox.queue
+  }
+
   get receive(): Effect.Effect<Message, SessionError> {
-    return Queue.take(this.incoming)
+    return this.inbox.takeEffect(TAKE_ONE)
   }
 
   get messages(): Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>> {
-    // One pull straight on the queue (no `catchTag` stage): a normal close ends the stream.
-    return Stream.fromPull(Effect.succeed(this.messagesPull ??= Effect.catchTag(
-      Queue.takeAll(this.incoming),
-      "ConnectionClosed",
-      () => Cause.done()
-    )))
+    // One pull straight on the inbox (no `catchTag` stage): a normal close ends the stream.
+    return Stream.fromPull(Effect.succeed(this.inbox.takeEffect(TAKE_PULL)))
   }
 
   get send(): WebSocketSession["send"] {
@@ -379,7 +661,9 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get awaitClose(): Effect.Effect<CloseReason.CloseReason> {
-    return Deferred.await(this.closeReason)
+    return Effect.suspend(() =>
+      this.endReason !== undefined ? Effect.succeed(this.endReason) : Deferred.await(this.closeReason)
+    )
   }
 
   get terminate(): Effect.Effect<void> {
@@ -400,8 +684,9 @@ class Session implements WebSocketSession, FrameHandler {
   private finish(error: SessionError, reason: CloseReason.CloseReason): void {
     if (this.finished) return
     this.finished = true
-    Deferred.doneUnsafe(this.closeReason, Exit.succeed(reason))
-    Queue.failCauseUnsafe(this.incoming, Cause.fail(error))
+    this.endReason = reason
+    if (this.closeReasonDeferred !== undefined) Deferred.doneUnsafe(this.closeReasonDeferred, Exit.succeed(reason))
+    this.inbox.fail(error)
     this.writer.closeForSending()
     this.awaitedPong = undefined
   }
@@ -429,9 +714,8 @@ class Session implements WebSocketSession, FrameHandler {
       ? INCOMING_OVERFLOW
       : reasonOf(error.code, error.message)
     this.discarding = true
-    this.open = undefined
-    this.buffer = EMPTY
-    if (!this.finished && this.pendingFailure === undefined && Queue.sizeUnsafe(this.incoming) > 0) {
+    if (this.assembly !== undefined) this.assembly.reset()
+    if (!this.finished && this.pendingFailure === undefined && this.inbox.size > 0) {
       this.pendingFailure = { error, reason }
       return
     }
@@ -444,7 +728,7 @@ class Session implements WebSocketSession, FrameHandler {
    */
   private get failAfterDrain(): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
-      for (let i = 0; i < DRAIN_TURNS && Queue.sizeUnsafe(this.incoming) > 0 && !this.finished; i++) {
+      for (let i = 0; i < DRAIN_TURNS && this.inbox.size > 0 && !this.finished; i++) {
         yield* Effect.yieldNow
       }
       yield* Effect.yieldNow
@@ -462,7 +746,7 @@ class Session implements WebSocketSession, FrameHandler {
   /** The closer: bounds the rest of the close handshake by `closeTimeout`, then destroys the transport. */
   private get closer(): Effect.Effect<void> {
     return Effect.timeoutOption(
-      Effect.andThen(this.raw.closed, Deferred.await(this.handlerDone)),
+      Effect.andThen(this.raw.closed, this.handlerDone),
       this.closeTimeout
     ).pipe(
       Effect.andThen((completed) =>
@@ -573,7 +857,8 @@ class Session implements WebSocketSession, FrameHandler {
         this.failSession(end) // a parser violation: Close 1002/1007/1009 once earlier messages are taken
       }
     }
-    Deferred.doneUnsafe(this.handlerDone, Exit.void)
+    this.handlerEnded = true
+    if (this.handlerDoneDeferred !== undefined) Deferred.doneUnsafe(this.handlerDoneDeferred, Exit.void)
     if (this.pendingFailure !== undefined) return this.failAfterDrain
     return this.finished ? this.beginClosing : undefined
   }
@@ -581,26 +866,15 @@ class Session implements WebSocketSession, FrameHandler {
   /** Offers one message; returns an effect when the queue is full with policy `"suspend"`. Nothing is delivered after the session finished. */
   private deliver(message: Message): Effect.Effect<void> | undefined {
     if (this.finished) return undefined
-    if (Queue.offerUnsafe(this.incoming, message)) return undefined
-    const config = this.raw.channels.incoming
+    const inbox = this.inbox
+    if (inbox.offer(message)) return undefined
+    const config = inbox.config
     if (config.overflow === "fail" && Number.isFinite(config.capacity)) {
       this.failSession(new ChannelOverflow({ channel: "incoming", capacity: config.capacity }))
       return undefined
     }
-    return Effect.asVoid(Queue.offer(this.incoming, message))
-  }
-
-  private append(payload: Uint8Array): void {
-    const needed = this.size + payload.length
-    if (needed > this.buffer.length) {
-      const grown = new Uint8Array(
-        Math.min(Math.max(needed, this.buffer.length * 2, 256), Math.max(needed, this.maxMessageSize))
-      )
-      grown.set(this.buffer.subarray(0, this.size))
-      this.buffer = grown
-    }
-    this.buffer.set(payload, this.size)
-    this.size = needed
+    if (inbox.hasQueue) return inbox.offerWaiting(message)
+    return Effect.andThen(inbox.waitForRoom, Effect.suspend(() => this.deliver(message) ?? Effect.void))
   }
 
   /** Handles one data frame; returns a completed message, `undefined`, or a failure. */
@@ -617,39 +891,35 @@ class Session implements WebSocketSession, FrameHandler {
         }
         return frame
       }
-      this.open = frame._tag
-      this.openRsv1 = frame.rsv1
-      this.openRsv2 = frame.rsv2
-      this.openRsv3 = frame.rsv3
-      this.size = 0
-      this.fragments = 1
-      this.validateOnTheFly = frame._tag === "Text" && !rsv
-      if (this.validateOnTheFly) (this.utf8 ??= new Utf8.Utf8Validator()).reset()
+      ;(this.assembly ??= new Assembly()).begin(frame, frame._tag === "Text" && !rsv)
     } else {
-      if (this.open === undefined) return violation("UnexpectedContinuation", 1002, "Continuation frame without a message")
+      if (this.assembly === undefined || this.assembly.open === undefined) {
+        return violation("UnexpectedContinuation", 1002, "Continuation frame without a message")
+      }
       if (frame.rsv1 || frame.rsv2 || frame.rsv3) {
         return violation("ReservedBits", 1002, "RSV bits set on a continuation frame")
       }
-      this.fragments++
+      this.assembly.fragments++
       const maxFragments = this.options.maxFragments ?? DEFAULT_MAX_FRAGMENTS
-      if (this.fragments > maxFragments) {
+      if (this.assembly.fragments > maxFragments) {
         return new FrameTooBig({ kind: "TooManyFragments", message: `Message has more than ${maxFragments} fragments` })
       }
     }
-    if (this.size + frame.payload.length > limit) {
+    const assembly = this.assembly
+    if (assembly.size + frame.payload.length > limit) {
       return new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${limit} bytes` })
     }
-    if (this.validateOnTheFly && this.utf8!.update(frame.payload) !== -1) {
+    if (assembly.validateOnTheFly && assembly.utf8!.update(frame.payload) !== -1) {
       return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
     }
-    if (frame.payload.length > 0) this.append(frame.payload)
+    if (frame.payload.length > 0) assembly.append(frame.payload, this.maxMessageSize)
     if (!frame.fin) return undefined
-    if (this.validateOnTheFly && !this.utf8!.finish()) return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
-    const payload = concatBytes(this.buffer, this.size)
-    const message = Frame.make(this.open!, true, this.openRsv1, this.openRsv2, this.openRsv3, payload)
-    this.open = undefined
-    this.buffer = EMPTY
-    this.size = 0
+    if (assembly.validateOnTheFly && !assembly.utf8!.finish()) {
+      return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
+    }
+    const payload = concatBytes(assembly.buffer, assembly.size)
+    const message = Frame.make(assembly.open!, true, assembly.rsv1, assembly.rsv2, assembly.rsv3, payload)
+    assembly.reset()
     return message
   }
 
@@ -921,7 +1191,7 @@ class Session implements WebSocketSession, FrameHandler {
     // RFC 6455 §7.1.1: the server closes the TCP connection first; a client waits for its
     // Close and EOF (the raw session's reader and writer both stopped), then destroys.
     return Effect.timeoutOption(
-      Effect.andThen(this.writer.flush, Effect.andThen(this.raw.closed, Deferred.await(this.handlerDone))),
+      Effect.andThen(this.writer.flush, Effect.andThen(this.raw.closed, this.handlerDone)),
       this.closeTimeout
     ).pipe(
       Effect.andThen((completed) =>
@@ -949,29 +1219,46 @@ class Session implements WebSocketSession, FrameHandler {
  * `closeTimeout`) for the server's Close and EOF, as RFC 6455 §7.1.1 asks. The raw session's
  * `incoming` is consumed by this session.
  */
-export const make = Effect.fnUntraced(function*(
+export const make = (
   raw: RawWebSocket,
-  options: DefaultWebSocketSessionOptions = {}
-): Effect.fn.Return<WebSocketSession, never, Scope.Scope> {
-  const fragmentSize = options.outgoingFragmentSize
-  if (fragmentSize !== undefined && (!Number.isInteger(fragmentSize) || fragmentSize < 1)) {
-    throw new RangeError(`Invalid outgoingFragmentSize: ${fragmentSize}`)
-  }
-  const scope = yield* Effect.scope
-  const incoming = yield* ChannelsConfig.makeQueue<Message, SessionError>(raw.channels.incoming)
-  const session = new Session(raw, options, scope, incoming, Deferred.makeUnsafe<CloseReason.CloseReason>())
-  if (!raw.reader.attach(session)) {
-    // Frames already went to the raw queue before this session existed: drain it with a fiber.
-    session.trackFiber(yield* Effect.forkIn(session.pump, scope, { startImmediately: true }))
-  }
-  const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
-  if (pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)) {
-    session.startPinger(yield* Effect.forkIn(session.pinger(pingInterval), scope, { startImmediately: true }))
-  }
-  // Registered last so it runs first on scope close, while the reader and writer still run.
-  yield* Scope.addFinalizer(scope, Effect.suspend(() => session.onScopeClose()))
-  return session
-})
+  options: DefaultWebSocketSessionOptions = NO_OPTIONS
+): Effect.Effect<WebSocketSession, never, Scope.Scope> =>
+  // Built synchronously in one step (no generator) unless a fiber must be forked: this runs once per connection.
+  Effect.contextWith((services: Context.Context<Scope.Scope>) => {
+    const fragmentSize = options.outgoingFragmentSize
+    if (fragmentSize !== undefined && (!Number.isInteger(fragmentSize) || fragmentSize < 1)) {
+      return Effect.die(new RangeError(`Invalid outgoingFragmentSize: ${fragmentSize}`))
+    }
+    if (options.closeTimeout !== undefined) Duration.fromInputUnsafe(options.closeTimeout) // a bad one fails here, not at close
+    const scope = Context.get(services, Scope.Scope)
+    const session = new Session(raw, options, scope, new Inbox(raw.channels.incoming, services))
+    const attached = raw.reader.attach(session)
+    const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
+    const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)
+    if (attached && !pinging) {
+      // Runs first on scope close, while the reader and writer still run: from the raw session's
+      // own finalizer when that is the scope's only one, else registered last.
+      return closeFirst(raw, scope, session) ? Effect.succeed(session) : Effect.as(addCloseFinalizer(session, scope), session)
+    }
+    return Effect.gen(function*() {
+      if (!attached) {
+        // Frames already went to the raw queue before this session existed: drain it with a fiber.
+        session.trackFiber(yield* Effect.forkIn(session.pump, scope, { startImmediately: true }))
+      }
+      if (pinging) {
+        session.startPinger(yield* Effect.forkIn(session.pinger(pingInterval!), scope, { startImmediately: true }))
+      }
+      // Registered last so it runs first on scope close, while the reader and writer still run.
+      yield* addCloseFinalizer(session, scope)
+      return session as WebSocketSession
+    })
+  })
+
+const addCloseFinalizer = (session: Session, scope: Scope.Scope): Effect.Effect<void> =>
+  Scope.addFinalizer(scope, Effect.suspend(() => session.onScopeClose()))
+
+/** The options of a session made without any. */
+const NO_OPTIONS: DefaultWebSocketSessionOptions = Object.freeze({})
 
 /** The text of a Text message (valid UTF-8: the session validated it). */
 export const readText = (message: Frame.Text): string => Utf8.decodeUtf8(message.payload) ?? Frame.readText(message)

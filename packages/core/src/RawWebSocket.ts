@@ -11,7 +11,7 @@
  * @module
  */
 import { type CloseReason, Frame, FrameParser } from "@effect-ws/codec"
-import { type Cause, type Context, Effect, type Fiber, type Queue, Scope, Sink } from "effect"
+import { type Cause, Context, Effect, type Fiber, type Queue, Scope, Sink } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import type { ChannelOverflow, ExtensionConflict, OutgoingClosed } from "./Errors.ts"
 import { checkConflicts, claimedBits, type WebSocketExtension } from "./Extension.ts"
@@ -82,6 +82,9 @@ export interface RawWebSocket {
   readonly fibers: ReadonlyArray<Fiber.Fiber<void>>
 }
 
+/** The extensions of a session without any (shared: a session keeps its list). */
+const NO_EXTENSIONS: ReadonlyArray<WebSocketExtension> = Object.freeze([])
+
 /** The raw session object: state in fields, the API as getters (nothing allocated until used). */
 class Raw implements RawWebSocket {
   readonly role: Role
@@ -93,6 +96,10 @@ class Raw implements RawWebSocket {
   readonly writer: WebSocketWriter
   private readonly parser: FrameParser.FrameParser
   private boundSend: RawWebSocket["send"] | undefined = undefined
+  /** A session on top that says goodbye from this session's finalizer (see `closeFirst`). */
+  before: ScopeCloseHook | undefined = undefined
+  /** The finalizer `make` registers (`closeScope` bound: no closure context per session). */
+  readonly finalizer: () => Effect.Effect<void> = this.closeScope.bind(this)
 
   constructor(
     role: Role,
@@ -117,6 +124,15 @@ class Raw implements RawWebSocket {
   /** The reader's `SendClose`: a Close frame on behalf of the reader (violations, overflow). */
   sendClose(reason: CloseReason.CloseReason): boolean {
     return this.writer.tryEnqueue(Frame.close(reason), true)
+  }
+
+  /** What closing the scope runs: the hook of a session on top (if any), then `shutdown`. */
+  closeScope(): Effect.Effect<void> {
+    const before = this.before
+    if (before === undefined) return this.shutdown()
+    // As two finalizers would: the hook first, the shutdown even if it failed, its exit kept.
+    return Effect.flatMap(Effect.exit(Effect.suspend(() => before.onScopeClose())), (exit) =>
+      Effect.andThen(Effect.suspend(() => this.shutdown()), exit))
   }
 
   /** The scope finalizer: stops the reader, then the writer, then destroys the transport. */
@@ -172,26 +188,51 @@ class Raw implements RawWebSocket {
  * scope close (raw sessions do their own close handshake). Fails with `ExtensionConflict` when two
  * extensions claim the same RSV bit.
  */
-export const make = Effect.fnUntraced(function*(
+export const make = (
   transport: Transport,
   options: RawWebSocketOptions
-): Effect.fn.Return<RawWebSocket, ExtensionConflict, Scope.Scope> {
-  const extensions = options.extensions ?? []
-  yield* checkConflicts(extensions)
-  const channels = options.channels ?? ChannelsConfig.DEFAULT
-  const masking = options.masking ?? options.role === "client"
-  const parser = new FrameParser.FrameParser({
-    role: options.role,
-    ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
-    ...(transport.allocate === undefined ? {} : { allocate: transport.allocate }),
-    allowedRsv: claimedBits(extensions)
+): Effect.Effect<RawWebSocket, ExtensionConflict, Scope.Scope> => {
+  const extensions = options.extensions ?? NO_EXTENSIONS
+  // Built synchronously in one step (no generator): this runs once per connection.
+  const start = Effect.contextWith((services: Context.Context<Scope.Scope>) => {
+    const channels = options.channels ?? ChannelsConfig.DEFAULT
+    const masking = options.masking ?? options.role === "client"
+    const parserOptions: { -readonly [K in keyof FrameParser.FrameParserOptions]: FrameParser.FrameParserOptions[K] } = {
+      role: options.role
+    }
+    if (options.maxFrameSize !== undefined) parserOptions.maxFrameSize = options.maxFrameSize
+    if (transport.allocate !== undefined) parserOptions.allocate = transport.allocate
+    if (extensions.length > 0) parserOptions.allowedRsv = claimedBits(extensions)
+    const parser = new FrameParser.FrameParser(parserOptions)
+    const writer = new WebSocketWriter(transport, masking, channels.outgoing)
+    const raw = new Raw(options.role, masking, extensions, channels, transport, parser, writer, services)
+    // One finalizer for the whole session (not one per part): reader, then writer, then transport.
+    return Effect.map(Scope.addFinalizerExit(Context.get(services, Scope.Scope), raw.finalizer), () => {
+      writer.startWith(services)
+      raw.reader.startNow()
+      return raw
+    })
   })
-  const writer = yield* WebSocketWriter.make(transport, masking, channels.outgoing)
-  const services = yield* Effect.context<never>()
-  const raw = new Raw(options.role, masking, extensions, channels, transport, parser, writer, services)
-  // One finalizer for the whole session (not one per part): reader, then writer, then transport.
-  yield* Scope.addFinalizer(yield* Effect.scope, Effect.suspend(() => raw.shutdown()))
-  writer.startWith(services)
-  raw.reader.startNow()
-  return raw
-})
+  // One extension cannot conflict with itself.
+  return extensions.length < 2 ? start : Effect.andThen(checkConflicts(extensions), start)
+}
+
+/** What a session built on a raw session runs first when their scope closes (see `closeFirst`). */
+export interface ScopeCloseHook {
+  onScopeClose(): Effect.Effect<void>
+}
+
+/**
+ * Lets a session built on `raw` say goodbye from `raw`'s own scope finalizer (`hook` first, then
+ * the raw shutdown, as two finalizers would run) instead of registering a finalizer of its own, so
+ * a connection's scope holds one finalizer instead of two. Only when `raw` was made by `make` in
+ * `scope`, its finalizer is still the scope's only one (nothing registered after it could run in
+ * between) and the scope closes sequentially, and only once; returns whether it did.
+ */
+export const closeFirst = (raw: RawWebSocket, scope: Scope.Scope, hook: ScopeCloseHook): boolean => {
+  if (!(raw instanceof Raw) || raw.before !== undefined || scope.strategy !== "sequential") return false
+  const state = scope.state
+  if (state._tag !== "Open" || state.finalizer !== raw.finalizer) return false
+  raw.before = hook
+  return true
+}

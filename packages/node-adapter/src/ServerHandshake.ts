@@ -83,6 +83,10 @@ export interface AcceptedUpgrade {
   readonly extensions: ReadonlyArray<Extension.WebSocketExtension>
 }
 
+/** The extensions of an upgrade that negotiated none (one shared array: the session keeps it). */
+const NO_EXTENSIONS: ReadonlyArray<Extension.WebSocketExtension> = Object.freeze([])
+const NO_EXTENSION_HEADERS: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader> = Object.freeze([])
+
 /** The default limit on the number of request header fields. */
 export const DEFAULT_MAX_HEADERS = 100
 
@@ -155,14 +159,21 @@ const conclude = <R>(
     ? options.selectProtocol(info.protocols, info)
     : undefined
 
-  const negotiated: Array<Extension.WebSocketExtension> = []
-  const responseExtensions: Array<ExtensionHeader.WebSocketExtensionHeader> = []
+  // Arrays only when extensions were offered and are supported (most upgrades have none).
+  let negotiated: ReadonlyArray<Extension.WebSocketExtension> = NO_EXTENSIONS
+  let responseExtensions: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader> = NO_EXTENSION_HEADERS
   if (options.extensions !== undefined && info.extensions.length > 0) {
+    const inUse: Array<Extension.WebSocketExtension> = []
+    const answers: Array<ExtensionHeader.WebSocketExtensionHeader> = []
     for (const extension of Extension.build(options.extensions)) {
       const answer = extension.serverNegotiation(info.extensions)
       if (answer.length === 0) continue
-      negotiated.push(extension)
-      responseExtensions.push(...answer)
+      inUse.push(extension)
+      answers.push(...answer)
+    }
+    if (inUse.length > 0) {
+      negotiated = inUse
+      responseExtensions = answers
     }
   }
 

@@ -23,6 +23,9 @@ export interface SessionOptions extends DefaultWebSocketSession.DefaultWebSocket
   readonly channels?: ChannelsConfig.ChannelsConfig
 }
 
+/** The options of a session started without any (one shared object: a session keeps its options). */
+const NO_OPTIONS: SessionOptions = Object.freeze({})
+
 /**
  * Starts a message-level session over a transport in the current scope, with the given role and
  * negotiated extensions. Closing the scope sends the session's scope-close reason (1001 for
@@ -33,14 +36,19 @@ export const startSession = (
   transport: Transport.Transport,
   role: RawWebSocket.Role,
   extensions: ReadonlyArray<Extension.WebSocketExtension>,
-  options: SessionOptions = {}
+  options: SessionOptions = NO_OPTIONS
 ): Effect.Effect<DefaultWebSocketSession.WebSocketSession, Errors.ExtensionConflict, Scope.Scope> =>
   Effect.flatMap(
-    RawWebSocket.make(transport, {
-      role,
-      extensions,
-      ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
-      ...(options.channels === undefined ? {} : { channels: options.channels })
-    }),
+    RawWebSocket.make(
+      transport,
+      options.maxFrameSize === undefined && options.channels === undefined
+        ? { role, extensions }
+        : {
+          role,
+          extensions,
+          ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
+          ...(options.channels === undefined ? {} : { channels: options.channels })
+        }
+    ),
     (raw) => DefaultWebSocketSession.make(raw, options)
   )

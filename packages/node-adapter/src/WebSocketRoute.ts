@@ -97,9 +97,13 @@ export const handler = <E, R, RV = never>(
     yield* Effect.gen(function*() {
       socket.write(response, "latin1")
       // Registered first, so it runs after the session's finalizers (zlib contexts of permessage-deflate).
-      yield* Effect.addFinalizer(() => releaseExtensions(accepted.extensions))
-      const transport = yield* NodeTransport.make(socket, { initialBytes: head })
-      const session = yield* startSession(transport, "server", accepted.extensions, options.session)
+      if (accepted.extensions.length > 0) yield* Effect.addFinalizer(() => releaseExtensions(accepted.extensions))
+      // No finalizer of its own: the raw session's destroys it (one finalizer per connection without extensions).
+      const transport = NodeTransport.makeUnsafe(socket, { initialBytes: head })
+      const session = yield* Effect.onError(
+        startSession(transport, "server", accepted.extensions, options.session),
+        () => transport.destroy
+      )
       yield* session.run((s) => handler(s, accepted))
     }).pipe(
       Effect.scoped,

@@ -17,7 +17,7 @@
  */
 import { CloseReason, Handshake } from "@effect-ws/codec"
 import type { DefaultWebSocketSession } from "@effect-ws/core"
-import { Cause, Context, Data, Duration, Effect, type Exit, Fiber, Layer, References, Scope } from "effect"
+import { Cause, Context, Data, Duration, Effect, Exit, Fiber, Layer, References, Scope } from "effect"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeTransport from "./NodeTransport.ts"
@@ -112,8 +112,8 @@ interface Connection {
   readonly socket: Net.Socket
   /** The handshake timer, until the 101 was written or the socket closed. */
   timer: ReturnType<typeof setTimeout> | undefined
-  /** The connection's fiber, while it runs. */
-  fiber: Fiber.Fiber<void> | undefined
+  /** The connection's fiber, while it runs (it fails as the handler did). */
+  fiber: Fiber.Fiber<void, unknown> | undefined
   /** The session, while the connection's fiber runs it. */
   session: DefaultWebSocketSession.WebSocketSession | undefined
   socketClosed: boolean
@@ -220,21 +220,30 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     )
   })
 
-  /** The accepted part of a connection: transport and session in the connection's scope, then the handler. */
+  /**
+   * The accepted part of a connection: transport and session in the connection's scope, then the
+   * handler (what `session.run` does after it is done in `ended`, in the same fiber, so the fiber's
+   * stack holds one frame for both while the handler waits). The transport gets no finalizer of its
+   * own: the raw session's destroys it (and a session that could not start destroys it here).
+   */
   const serve = (
     connection: Connection,
     accepted: ServerHandshake.AcceptedUpgrade,
     head: Buffer
   ): Effect.Effect<void, unknown, R | Scope.Scope> => {
     clearHandshakeTimer(connection)
+    const transport = NodeTransport.makeUnsafe(connection.socket, { initialBytes: head })
+    // The transport has its own `error` listener now: ours (for the handshake) would only make the socket keep a listener array.
+    connection.socket.off("error", ignore)
     return Effect.flatMap(
-      NodeTransport.make(connection.socket, { initialBytes: head }),
-      (transport) =>
-        Effect.flatMap(startSession(transport, "server", accepted.extensions, options.session), (session) => {
-          connection.session = session
-          openSessions++
-          return session.run((s) => handler(s, accepted))
-        })
+      Effect.onError(startSession(transport, "server", accepted.extensions, options.session), () => transport.destroy),
+      (session) => {
+        // Recorded once the handler gave its effect (as `run` would only then end it with 1000/1011).
+        const handled = handler(session, accepted)
+        connection.session = session
+        openSessions++
+        return handled
+      }
     )
   }
 
@@ -275,6 +284,11 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
         pendingDecision = undefined
         pendingRequest = undefined
         pendingHead = undefined
+        if (negotiated.extensions.length === 0) {
+          // `writeAccepted` without an effect around it (it adds a finalizer only for extensions).
+          if (!socket.destroyed) socket.write(negotiated.response, "latin1")
+          return serve(connection, { info: negotiated.info, protocol: negotiated.protocol, extensions: negotiated.extensions }, initialBytes)
+        }
         return Effect.flatMap(
           ServerHandshake.writeAccepted(socket, negotiated, scope),
           (accepted) => serve(connection, accepted, initialBytes)
@@ -293,26 +307,29 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
         (accepted) => serve(connection, accepted, initialBytes)
       )
     })
+    /** The connection's end: `session.run`'s ending for the handler's exit, the scope, then a debug log of a failure. */
     const ended = (exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
-      if (connection.session !== undefined) {
-        connection.session = undefined
-        openSessions--
-      }
-      return Effect.andThen(Scope.close(scope, exit), Effect.sync(() => {
-        connection.fiber = undefined
-        if (connection.socketClosed) connections.delete(connection)
-      }))
+      const session = connection.session
+      const closed = Effect.suspend(() => {
+        if (connection.session !== undefined) {
+          connection.session = undefined
+          openSessions--
+        }
+        return Effect.andThen(Scope.close(scope, exit), Effect.sync(() => {
+          connection.fiber = undefined
+          if (connection.socketClosed) connections.delete(connection)
+        }))
+      })
+      const logged = Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
+        ? Effect.andThen(closed, Effect.logDebug("WebSocket connection ended with an error", exit.cause))
+        : closed
+      // `run` with the handler's exit as its handler: it closes (1000/1011) and waits exactly as if it had run the handler.
+      return session === undefined ? logged : Effect.andThen(Effect.exit(session.run(() => exit)), logged)
     }
     const annotations = connectionAnnotations(baseAnnotations, socket, request.url ?? "")
     const fiber = Effect.runForkWith(
       Context.add(Context.add(context, Scope.Scope, scope), References.CurrentLogAnnotations, annotations)
-    )(
-      Effect.onExit(effect, ended).pipe(
-        Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logDebug("WebSocket connection ended with an error", cause)
-        )
-      )
-    )
+    )(Effect.onExit(effect, ended))
     // A connection that already ended (a rejection written synchronously) leaves no fiber behind.
     if (fiber.pollUnsafe() === undefined) connection.fiber = fiber
     else if (connection.socketClosed) connections.delete(connection)
@@ -363,7 +380,7 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
         (session) => Effect.andThen(Effect.ignore(session.close(GOING_AWAY)), session.awaitClose),
         { concurrency: "unbounded", discard: true }
       ).pipe(Effect.timeoutOption(shutdownTimeout))
-      const fibers: Array<Fiber.Fiber<void>> = []
+      const fibers: Array<Fiber.Fiber<void, unknown>> = []
       for (const connection of connections) if (connection.fiber !== undefined) fibers.push(connection.fiber)
       yield* Fiber.interruptAll(fibers)
     })

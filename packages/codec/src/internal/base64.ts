@@ -20,13 +20,19 @@ const CODES: Uint8Array = Uint8Array.from(ALPHABET, (c) => c.charCodeAt(0))
 
 const PAD = 0x3d
 
+/** Reused code arrays for the two sizes every handshake encodes (encoding is synchronous: never shared). */
+const scratch24 = new Array<number>(24).fill(0)
+const scratch28 = new Array<number>(28).fill(0)
+
 /**
  * Encodes `bytes[start, end)` as padded base64. Builds the character codes in one array and the
  * string in one `String.fromCharCode` call (no intermediate strings per quantum).
  */
 export const encodeBase64 = (bytes: Uint8Array, start = 0, end = bytes.length): string => {
   const length = end - start
-  const codes = new Array<number>(Math.ceil(length / 3) * 4)
+  const size = Math.ceil(length / 3) * 4
+  // The handshake's sizes (a 16-byte key, a 20-byte accept) reuse one array each: only the string is allocated.
+  const codes = size === 24 ? scratch24 : size === 28 ? scratch28 : new Array<number>(size)
   let o = 0
   let i = start
   for (; i + 3 <= end; i += 3) {
