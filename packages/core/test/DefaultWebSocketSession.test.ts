@@ -1,8 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { CloseReason, Frame } from "@effect-ws/codec"
-import { Deferred, Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Queue, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
+import { ChannelOverflow } from "../src/Errors.ts"
 import * as RawWebSocket from "../src/RawWebSocket.ts"
 import * as TestTransport from "../src/TestTransport.ts"
 import { closeOf, type PeerEvent, TestPeer, text, utf8 } from "./helpers.ts"
@@ -819,6 +820,463 @@ describe("DefaultWebSocketSession: outgoing fragmentation (outgoingFragmentSize)
             DefaultWebSocketSession.make(raw, { outgoingFragmentSize: size })))
         )
         assert.isTrue(Exit.isFailure(exit) && Exit.hasDies(exit), `size ${size}`)
+      }
+    }))
+})
+
+describe("incoming inbox", () => {
+  type Msg = DefaultWebSocketSession.Message
+
+  /** Lets the reader, the inbox's wake-ups and forked fibers run (bounded). */
+  const settle = Effect.gen(function*() {
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+  })
+
+  /** Runs `effect` in a fiber and returns its exit once things settled; fails the test if it is still waiting. */
+  const now = <A, E>(effect: Effect.Effect<A, E>, what = "the effect") =>
+    Effect.gen(function*() {
+      const fiber = yield* Effect.forkChild(effect, { startImmediately: true })
+      yield* settle
+      const exit = fiber.pollUnsafe()
+      if (exit === undefined) {
+        yield* Fiber.interrupt(fiber)
+        return assert.fail(`${what} is still waiting`)
+      }
+      return exit
+    })
+
+  /** The message `effect` gives at once, as text. */
+  const textNow = <E>(effect: Effect.Effect<Msg, E>, what?: string) =>
+    Effect.map(now(effect, what), (exit) => {
+      if (Exit.isFailure(exit)) return assert.fail(`expected a message, got ${Cause.pretty(exit.cause)}`)
+      return payloadText(exit.value)
+    })
+
+  /** The error `effect` fails with at once. */
+  const errorNow = <A, E>(effect: Effect.Effect<A, E>, what?: string) =>
+    Effect.map(now(effect, what), (exit): E => {
+      if (Exit.isSuccess(exit)) return assert.fail(`expected a failure, got ${String(exit.value)}`)
+      const error = Cause.findErrorOption(exit.cause)
+      if (error._tag === "None") return assert.fail(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
+      return error.value
+    })
+
+  const isWaiting = (fiber: Fiber.Fiber<unknown, unknown>) => fiber.pollUnsafe() === undefined
+
+  /** The value of a fiber that must have completed successfully. */
+  const doneValue = <A, E>(fiber: Fiber.Fiber<A, E>, what = "fiber"): A => {
+    const exit = fiber.pollUnsafe()
+    if (exit === undefined) return assert.fail(`${what} is still waiting`)
+    if (Exit.isFailure(exit)) return assert.fail(`${what} failed: ${Cause.pretty(exit.cause)}`)
+    return exit.value
+  }
+
+  const bounded = (capacity: number, overflow: "suspend" | "fail") => ({
+    raw: { channels: { incoming: { capacity, overflow }, outgoing: { capacity: 64, overflow: "suspend" as const } } }
+  })
+
+  it.effect("messages buffered before incoming is first read are all in the queue, in order; later ones follow", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("1"), Frame.binary(utf8("2")))
+      yield* peer.send(Frame.text("3"))
+      yield* settle
+      const queue = session.incoming
+      assert.strictEqual(session.incoming, queue) // created once
+      assert.strictEqual(Queue.sizeUnsafe(queue), 3)
+      yield* peer.send(Frame.text("4"), Frame.text("5"))
+      yield* settle
+      assert.strictEqual(Queue.sizeUnsafe(queue), 5)
+      const first = yield* Queue.take(queue)
+      assert.deepStrictEqual([first._tag, payloadText(first)], ["Text", "1"])
+      const second = yield* Queue.take(queue)
+      assert.deepStrictEqual([second._tag, payloadText(second)], ["Binary", "2"])
+      // receive and messages take from the same queue now
+      assert.strictEqual(yield* textNow(session.receive), "3")
+      assert.deepStrictEqual((yield* Queue.takeAll(queue)).map(payloadText), ["4", "5"])
+      yield* peer.send(Frame.text("6"), Frame.text("7"))
+      assert.strictEqual(yield* textNow(session.receive), "6")
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "7")
+      assert.strictEqual(Queue.sizeUnsafe(queue), 0)
+      yield* closeAndCheck
+    }))
+
+  it.effect("a receive taken partly from the inbox, then incoming: the rest moves over without loss or duplicate", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"), Frame.text("4"))
+      yield* settle
+      assert.strictEqual(yield* textNow(session.receive), "1")
+      assert.strictEqual(yield* textNow(session.receive), "2")
+      const queue = session.incoming
+      assert.strictEqual(Queue.sizeUnsafe(queue), 2)
+      assert.deepStrictEqual((yield* Queue.takeAll(queue)).map(payloadText), ["3", "4"])
+      yield* closeAndCheck
+    }))
+
+  it.effect("a fiber waiting in receive when incoming is first read gets the next message, once", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const receiver = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      yield* settle
+      assert.isTrue(isWaiting(receiver))
+      const queue = session.incoming
+      yield* settle
+      assert.isTrue(isWaiting(receiver)) // moved over to the queue, not resumed with anything
+      yield* peer.send(Frame.text("a"), Frame.text("b"))
+      yield* settle
+      assert.strictEqual(payloadText(doneValue(receiver, "the receiver")), "a")
+      assert.strictEqual(Queue.sizeUnsafe(queue), 1)
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "b")
+      assert.strictEqual(Queue.sizeUnsafe(queue), 0)
+      yield* closeAndCheck
+    }))
+
+  it.effect("a fiber pulling messages when incoming is first read gets the next messages, once", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const collector = yield* Effect.forkChild(Stream.runCollect(Stream.take(session.messages, 2)), {
+        startImmediately: true
+      })
+      yield* settle
+      assert.isTrue(isWaiting(collector))
+      const queue = session.incoming
+      yield* settle
+      assert.isTrue(isWaiting(collector))
+      yield* peer.send(Frame.text("a"))
+      yield* settle
+      yield* peer.send(Frame.text("b"))
+      yield* settle
+      assert.deepStrictEqual(doneValue(collector, "the stream").map(payloadText), ["a", "b"])
+      assert.strictEqual(Queue.sizeUnsafe(queue), 0)
+      yield* peer.send(Frame.text("c"))
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "c")
+      yield* closeAndCheck
+    }))
+
+  it.effect("incoming read after the peer's Close: the buffered messages, then ConnectionClosed (Queue.take and receive)", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"), Frame.close(CloseReason.CloseReason(3001, "bye")))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [3001, "bye"])
+      assert.deepStrictEqual(yield* reasonOf(session), { code: 3001, message: "bye" })
+      const queue = session.incoming
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "1")
+      assert.strictEqual(yield* textNow(session.receive), "2")
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "3")
+      for (const take of [Queue.take(queue), session.receive, Queue.take(queue)]) {
+        const error = yield* errorNow(take, "a take after the end")
+        assert.strictEqual(error._tag, "ConnectionClosed")
+        if (error._tag === "ConnectionClosed") {
+          assert.deepStrictEqual([error.initiator, error.reason.code, error.reason.message], ["peer", 3001, "bye"])
+        }
+      }
+      yield* peer.transport.end
+      yield* closeAndCheck
+    }))
+
+  it.effect("incoming read after the peer's Close with nothing buffered: takes fail with ConnectionClosed at once", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      yield* peer.send(Frame.close(CloseReason.CloseReason(1000)))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+      const queue = session.incoming
+      assert.strictEqual((yield* errorNow(Queue.take(queue)))._tag, "ConnectionClosed")
+      assert.strictEqual((yield* errorNow(session.receive))._tag, "ConnectionClosed")
+      yield* closeAndCheck
+    }))
+
+  it.effect("incoming read after a protocol violation: the earlier messages, then the ProtocolViolation", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      // RSV2 without an extension: the parser fails on the third frame.
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.make("Text", true, false, true, false, utf8("bad")))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1002, "RSV bits set without a negotiated extension"])
+      assert.strictEqual((yield* reasonOf(session)).code, 1002)
+      const queue = session.incoming
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "1")
+      assert.strictEqual(yield* textNow(session.receive), "2")
+      for (const take of [Queue.take(queue), session.receive]) {
+        const error = yield* errorNow(take, "a take after the violation")
+        assert.strictEqual(error._tag, "ProtocolViolation")
+        if (error._tag === "ProtocolViolation") assert.strictEqual(error.code, 1002)
+      }
+      yield* closeAndCheck
+    }))
+
+  it.effect("incoming read before the session ends: takers get the queued messages, then the end error", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const queue = session.incoming
+      yield* peer.send(Frame.text("1"), Frame.text(Uint8Array.of(0x61, 0xed, 0xa0, 0x80))) // invalid UTF-8
+      assert.strictEqual((peerClose(yield* peer.next) as [number, string])[0], 1007)
+      assert.strictEqual(yield* textNow(session.receive), "1")
+      const error = yield* errorNow(Queue.take(queue))
+      assert.deepStrictEqual([error._tag, error._tag === "ProtocolViolation" && error.code], ["ProtocolViolation", 1007])
+      yield* closeAndCheck
+    }))
+
+  it.effect("takers waiting when the session ends with nothing buffered fail at once (inbox and queue)", () =>
+    Effect.gen(function*() {
+      for (const readIncoming of [false, true]) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        if (readIncoming) assert.isDefined(session.incoming)
+        const receiver = yield* Effect.forkChild(session.receive, { startImmediately: true })
+        const collector = yield* Effect.forkChild(Stream.runCollect(session.messages), { startImmediately: true })
+        yield* settle
+        assert.isTrue(isWaiting(receiver) && isWaiting(collector))
+        yield* peer.send(Frame.close(CloseReason.CloseReason(1000, "done")))
+        yield* settle
+        const exit = receiver.pollUnsafe()
+        assert.isDefined(exit, `incoming read: ${readIncoming}: the receiver still waits`)
+        const error = exit !== undefined && Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
+        assert.strictEqual(error?._tag === "Some" ? error.value._tag : "none", "ConnectionClosed")
+        assert.deepStrictEqual(doneValue(collector, "the stream"), [])
+        if (!readIncoming) assert.strictEqual((yield* errorNow(Queue.take(session.incoming)))._tag, "ConnectionClosed")
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("backpressure (capacity 2, suspend): the reader waits; incoming read while it waits lets every message through in order", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup(bounded(2, "suspend"))
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"), Frame.text("4"), Frame.text("5"))
+      yield* peer.send(Frame.ping(utf8("p")))
+      yield* settle
+      // The reader waits for room: it is still running, and the Ping after the messages is not answered yet.
+      assert.isTrue(session.fibers().some(isWaiting), "the reader waits for room")
+      const pong = yield* Effect.forkChild(peer.next, { startImmediately: true })
+      yield* settle
+      assert.isTrue(isWaiting(pong), "no Pong while the reader is blocked")
+      const queue = session.incoming
+      yield* settle
+      assert.strictEqual(Queue.sizeUnsafe(queue), 2) // never more than the capacity
+      const got: Array<string> = []
+      for (let i = 0; i < 5; i++) {
+        got.push(yield* textNow(Queue.take(queue), `take ${i + 1}`))
+        assert.isAtMost(Queue.sizeUnsafe(queue), 2)
+      }
+      assert.deepStrictEqual(got, ["1", "2", "3", "4", "5"])
+      yield* settle
+      const answered = doneValue(pong, "the Pong")
+      assert.deepStrictEqual([answered._tag, text(answered)], ["Pong", "p"])
+      // Still flowing afterwards, through receive too.
+      yield* peer.send(Frame.text("6"), Frame.text("7"), Frame.text("8"))
+      assert.strictEqual(yield* textNow(session.receive), "6")
+      assert.deepStrictEqual((yield* now(Queue.takeAll(queue))).pipe(Exit.map((ms) => ms.map(payloadText))), Exit.succeed(["7", "8"]))
+      yield* closeAndCheck
+    }))
+
+  it.effect("backpressure (capacity 2, suspend) without incoming: receive makes room and the reader goes on, in order", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup(bounded(2, "suspend"))
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"), Frame.text("4"), Frame.text("5"))
+      yield* settle
+      assert.isTrue(session.fibers().some(isWaiting), "the reader waits for room")
+      const got: Array<string> = []
+      for (let i = 0; i < 3; i++) got.push(yield* textNow(session.receive, `receive ${i + 1}`))
+      // Then incoming takes over what is left, with the reader possibly still waiting.
+      const queue = session.incoming
+      yield* settle
+      for (let i = 3; i < 5; i++) got.push(yield* textNow(Queue.take(queue), `take ${i + 1}`))
+      assert.deepStrictEqual(got, ["1", "2", "3", "4", "5"])
+      assert.strictEqual(Queue.sizeUnsafe(queue), 0)
+      yield* closeAndCheck
+    }))
+
+  it.effect("backpressure (capacity 2, suspend): the session ends while the reader waits for room; takers get the messages in order, then the end", () =>
+    Effect.gen(function*() {
+      for (const readIncoming of [false, true]) {
+        const { session, peer, closeAndCheck } = yield* setup(bounded(2, "suspend"))
+        if (readIncoming) assert.isDefined(session.incoming)
+        yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"), Frame.text("4"), Frame.text("5"))
+        yield* settle
+        yield* Effect.forkChild(session.close(), { startImmediately: true })
+        assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+        yield* replyClose(peer) // never read: the reader waits for room
+        yield* TestClock.adjust("10 seconds")
+        yield* settle
+        assert.deepStrictEqual(yield* reasonOf(session), { code: 1006, message: "Close handshake timed out" })
+        if (!readIncoming) {
+          // The inbox lets the waiting reader go at the end (nothing is delivered after it).
+          assert.strictEqual(session.fibers().filter(isWaiting).length, 0)
+        }
+        const got: Array<string> = []
+        let end = "none"
+        for (let i = 0; i < 6; i++) {
+          const exit = yield* now(session.receive, `receive ${i + 1}`)
+          if (Exit.isSuccess(exit)) got.push(payloadText(exit.value))
+          else {
+            const error = Cause.findErrorOption(exit.cause)
+            end = error._tag === "Some" ? error.value._tag : Cause.pretty(exit.cause)
+            break
+          }
+        }
+        // In order, no gap. (The Queue currently also delivers the message its producer was offering when the session ended.)
+        if (readIncoming) assert.include([`["1","2"]`, `["1","2","3"]`], JSON.stringify(got))
+        else assert.deepStrictEqual(got, ["1", "2"])
+        assert.strictEqual(end, "CloseTimeout")
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("overflow (capacity 2, fail) after incoming was read: Close 1008, the queued messages, then ChannelOverflow", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup(bounded(2, "fail"))
+      const queue = session.incoming
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"), Frame.text("4"))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1008, "Incoming queue overflow"])
+      assert.strictEqual((yield* reasonOf(session)).code, 1008)
+      assert.strictEqual(yield* textNow(Queue.take(queue)), "1")
+      assert.strictEqual(yield* textNow(session.receive), "2")
+      const error = yield* errorNow(Queue.take(queue))
+      assert.deepStrictEqual(error, new ChannelOverflow({ channel: "incoming", capacity: 2 }))
+      assert.strictEqual((yield* errorNow(session.receive))._tag, "ChannelOverflow")
+      yield* closeAndCheck
+    }))
+
+  it.effect("overflow (capacity 2, fail) before incoming was read: incoming gets the 2 messages, then ChannelOverflow", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup(bounded(2, "fail"))
+      yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"))
+      assert.deepStrictEqual(peerClose(yield* peer.next), [1008, "Incoming queue overflow"])
+      assert.strictEqual((yield* reasonOf(session)).code, 1008)
+      const queue = session.incoming
+      assert.strictEqual(Queue.sizeUnsafe(queue), 2)
+      assert.deepStrictEqual(
+        (yield* now(Queue.takeAll(queue))).pipe(Exit.map((ms) => ms.map(payloadText))),
+        Exit.succeed(["1", "2"])
+      )
+      assert.strictEqual((yield* errorNow(Queue.take(queue)))._tag, "ChannelOverflow")
+      yield* closeAndCheck
+    }))
+
+  it.effect("a receive that timed out loses no message: the next receive gets it (inbox, then queue)", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      for (const mode of ["inbox", "queue"] as const) {
+        if (mode === "queue") assert.isDefined(session.incoming)
+        const timed = yield* Effect.forkChild(Effect.timeout(session.receive, "1 second"), { startImmediately: true })
+        yield* settle
+        assert.isTrue(isWaiting(timed))
+        yield* TestClock.adjust("1 second")
+        yield* settle
+        const exit = timed.pollUnsafe()
+        assert.isTrue(exit !== undefined && Exit.isFailure(exit), `${mode}: the receive timed out`)
+        yield* peer.send(Frame.text(`${mode} 1`), Frame.text(`${mode} 2`))
+        yield* settle
+        assert.strictEqual(yield* textNow(session.receive, `${mode}: receive after the timeout`), `${mode} 1`)
+        assert.strictEqual(yield* textNow(session.receive), `${mode} 2`)
+      }
+      yield* closeAndCheck
+    }))
+
+  it.effect("an interrupted receive loses no message, also when incoming is read while it was waiting", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const first = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      yield* settle
+      yield* Fiber.interrupt(first)
+      const second = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      yield* settle
+      yield* peer.send(Frame.text("a"))
+      yield* settle
+      assert.strictEqual(payloadText(doneValue(second, "the second receive")), "a")
+      // A taker interrupted before incoming is read is not handed over to the queue.
+      const third = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      yield* settle
+      yield* Fiber.interrupt(third)
+      const queue = session.incoming
+      yield* peer.send(Frame.text("b"))
+      yield* settle
+      assert.strictEqual(Queue.sizeUnsafe(queue), 1)
+      assert.strictEqual(yield* textNow(session.receive), "b")
+      yield* closeAndCheck
+    }))
+
+  it.effect("two fibers receiving at once get distinct messages, in arrival order", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const a = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      const b = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      yield* settle
+      yield* peer.send(Frame.text("1"))
+      yield* settle
+      assert.strictEqual(payloadText(doneValue(a, "the first receiver")), "1")
+      assert.isTrue(isWaiting(b), "one message wakes one receiver")
+      yield* peer.send(Frame.text("2"), Frame.text("3"))
+      yield* settle
+      assert.strictEqual(payloadText(doneValue(b, "the second receiver")), "2")
+      assert.strictEqual(yield* textNow(session.receive), "3")
+      // Three at once, with the messages in one chunk.
+      const fibers = []
+      for (let i = 0; i < 3; i++) fibers.push(yield* Effect.forkChild(session.receive, { startImmediately: true }))
+      yield* settle
+      yield* peer.send(Frame.text("4"), Frame.text("5"), Frame.text("6"))
+      yield* settle
+      assert.deepStrictEqual(fibers.map((f, i) => payloadText(doneValue(f, `receiver ${i}`))), ["4", "5", "6"])
+      yield* closeAndCheck
+    }))
+
+  it.effect("two fibers waiting when incoming is first read both move to the queue and get distinct messages", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup()
+      const a = yield* Effect.forkChild(session.receive, { startImmediately: true })
+      const b = yield* Effect.forkChild(Stream.runCollect(Stream.take(session.messages, 1)), { startImmediately: true })
+      yield* settle
+      const queue = session.incoming
+      yield* peer.send(Frame.text("1"))
+      yield* settle
+      yield* peer.send(Frame.text("2"))
+      yield* settle
+      const got = [payloadText(doneValue(a, "the receiver")), ...doneValue(b, "the stream").map(payloadText)]
+      assert.deepStrictEqual(got.slice().sort(), ["1", "2"])
+      assert.strictEqual(Queue.sizeUnsafe(queue), 0)
+      yield* closeAndCheck
+    }))
+
+  it.effect("messages ends cleanly on a normal close, whether incoming was read before or not", () =>
+    Effect.gen(function*() {
+      for (const mode of ["inbox", "queue", "queue, read after the close"] as const) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        if (mode === "queue") assert.isDefined(session.incoming)
+        const collector = yield* Effect.forkChild(Stream.runCollect(session.messages), { startImmediately: true })
+        yield* peer.send(Frame.text("a"))
+        yield* settle
+        assert.isTrue(isWaiting(collector), `${mode}: the stream waits`)
+        if (mode === "queue, read after the close") {
+          yield* peer.send(Frame.text("b"), Frame.close(CloseReason.CloseReason(1000)))
+          assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+          assert.isDefined(session.incoming)
+        } else {
+          yield* peer.send(Frame.text("b"), Frame.close(CloseReason.CloseReason(1000)))
+        }
+        yield* settle
+        assert.deepStrictEqual(doneValue(collector, `${mode}: the stream`).map(payloadText), ["a", "b"], mode)
+        // A stream started after the end ends at once too.
+        const after = yield* now(Stream.runCollect(session.messages))
+        assert.deepStrictEqual(after, Exit.succeed([]), mode)
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("messages fails with any other end (EOF without Close), before and after incoming was read", () =>
+    Effect.gen(function*() {
+      for (const readIncoming of [false, true]) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        if (readIncoming) assert.isDefined(session.incoming)
+        yield* peer.send(Frame.text("a"))
+        yield* peer.transport.end
+        yield* settle
+        const got: Array<string> = []
+        const exit = yield* now(Stream.runForEach(session.messages, (m) => Effect.sync(() => got.push(payloadText(m)))))
+        assert.deepStrictEqual(got, ["a"])
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) {
+          const error = Cause.findErrorOption(exit.cause)
+          assert.strictEqual(error._tag === "Some" ? error.value._tag : "none", "AbnormalClosure", `incoming read: ${readIncoming}`)
+        }
+        yield* closeAndCheck
       }
     }))
 })
