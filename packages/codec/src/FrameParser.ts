@@ -77,8 +77,8 @@ export class FrameParser {
   private headerSize = 0
   private payloadLength = 0
   private maskKey = 0
-  /** Header bytes kept while a header spans chunks. */
-  private readonly header = new Uint8Array(14)
+  /** Header bytes kept while a header spans chunks (allocated the first time one does, then reused). */
+  private header: Uint8Array | undefined = undefined
   private headerFilled = 0
   /** Payload being assembled while a frame spans chunks. */
   private payload: Uint8Array | undefined = undefined
@@ -143,7 +143,7 @@ export class FrameParser {
     }
     while (pos < end) {
       if (end - pos < 2) {
-        this.header[0] = chunk[pos]!
+        this.headerBuffer()[0] = chunk[pos]!
         this.headerFilled = 1
         this.headerSize = 0
         return undefined
@@ -152,7 +152,8 @@ export class FrameParser {
       if (end - pos < this.headerSize) {
         // Check a length that has arrived even if the masking key has not (H4: fail before buffering).
         if (end - pos >= this.lengthEnd && !this.readLength(chunk, pos)) return this.failure
-        this.header.set(chunk.subarray(pos, end), 0)
+        const header = this.headerBuffer()
+        for (let i = pos; i < end; i++) header[i - pos] = chunk[i]!
         this.headerFilled = end - pos
         return undefined
       }
@@ -240,24 +241,30 @@ export class FrameParser {
     return true
   }
 
+  /** The buffer for a header that spans chunks, allocated on first use (most connections never need it). */
+  private headerBuffer(): Uint8Array {
+    return this.header ??= new Uint8Array(14)
+  }
+
   /** Collects header bytes kept from earlier chunks; returns the position in `chunk` after them. */
   private continueHeader(chunk: Uint8Array): number {
+    const header = this.header! // `headerFilled > 0`: allocated by `push`
     let pos = 0
     if (this.headerSize === 0) {
       if (chunk.length === 0) return 0
-      this.header[1] = chunk[0]!
+      header[1] = chunk[0]!
       this.headerFilled = 2
       pos = 1
-      if (!this.begin(this.header[0]!, this.header[1]!)) return pos
+      if (!this.begin(header[0]!, header[1]!)) return pos
     }
     const before = this.headerFilled
     const take = Math.min(this.headerSize - before, chunk.length - pos)
-    this.header.set(chunk.subarray(pos, pos + take), before)
+    for (let i = 0; i < take; i++) header[before + i] = chunk[pos + i]!
     this.headerFilled += take
     pos += take
     // The length is checked once, as soon as its bytes are in (they may have been checked already).
-    if (before < this.lengthEnd && this.headerFilled >= this.lengthEnd && !this.readLength(this.header, 0)) return pos
-    if (this.headerFilled === this.headerSize) this.readMaskKey(this.header, 0)
+    if (before < this.lengthEnd && this.headerFilled >= this.lengthEnd && !this.readLength(header, 0)) return pos
+    if (this.headerFilled === this.headerSize) this.readMaskKey(header, 0)
     return pos
   }
 

@@ -92,6 +92,35 @@ describe("FrameParser: lengths and chunking (conformance §1, H6)", () => {
     }
   })
 
+  it("assembles headers split at every offset, reusing its header buffer frame after frame", () => {
+    // Masked frames with 7-, 16- and 64-bit lengths: headers of 6, 8 and 14 bytes.
+    const frames = [3, 300, 70_000].map((n) => {
+      const header = n < 126 ? [0x82, 0x80 | n] : n < 65536 ? [0x82, 0xfe, n >> 8, n & 0xff] : [0x82, 0xff, 0, 0, 0, 0, 0, 1, 0x11, 0x70]
+      const bytes = new Uint8Array(header.length + 4 + n)
+      bytes.set(header)
+      bytes.set([1, 2, 3, 4], header.length)
+      for (let i = 0; i < n; i++) bytes[header.length + 4 + i] = (i & 0xff) ^ (i % 4 + 1)
+      return { bytes, headerSize: header.length + 4, n }
+    })
+    for (const { headerSize } of frames) {
+      for (let cut = 1; cut < headerSize; cut++) {
+        // One parser, every frame cut inside its header (and again right at the start of the next chunk).
+        const parser = new FrameParser.FrameParser(server)
+        const out: Array<Frame.Frame> = []
+        for (const frame of frames) {
+          const bytes = frame.bytes.slice()
+          const at = Math.min(cut, frame.headerSize - 1)
+          assert.isUndefined(parser.push(bytes.subarray(0, at), out))
+          assert.strictEqual(parser.bufferedBytes, at)
+          assert.isUndefined(parser.push(bytes.subarray(at), out))
+          assert.isTrue(parser.atFrameBoundary)
+        }
+        assert.deepStrictEqual(out.map((f) => f.payload.length), frames.map((f) => f.n))
+        for (const f of out) assert.isTrue(f.payload.every((b, i) => b === (i & 0xff)), `cut ${cut}`)
+      }
+    }
+  })
+
   it("hands out zero-copy views for frames inside a chunk, and copies a spanning frame once", () => {
     const bytes = hex("81 02 68 69 82 03 01 02 03")
     const parser = new FrameParser.FrameParser(client)

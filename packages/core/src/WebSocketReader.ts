@@ -4,12 +4,12 @@
  * one batch (a bounded queue then pushes back on the transport). On a protocol violation it asks
  * for the right Close (1002/1007/1009) and fails the queue after the frames parsed before it.
  *
- * Over a transport with `poll`, the reader fiber runs only while there is input to handle: it
- * ends when no chunk is available, and the transport's wake-up starts the next one (in the
- * transport's event, synchronously), so an idle connection holds no reader fiber. Over a
- * transport without `poll`, one reader fiber waits on `read` for the whole session. Either way
- * `start` ties the reader to a scope: closing it interrupts a running reader fiber and no new one
- * is started.
+ * Over a transport with `poll`, the reader fiber runs only while there is input to handle: the
+ * reader polls synchronously (at start, and in the transport's wake-up) and starts a fiber only
+ * for a chunk it got; the fiber ends when no chunk is available, so an idle connection holds no
+ * reader fiber (and never had one if no byte came). Over a transport without `poll`, one reader
+ * fiber waits on `read` for the whole session. Either way `start` ties the reader to a scope:
+ * closing it interrupts a running reader fiber and no new one is started.
  *
  * A chunk of which no frame is a view (the parser copied every byte: frames spanning chunks) is
  * handed back to the transport's `release`, if it has one, as soon as it is parsed.
@@ -56,6 +56,16 @@ export interface FrameHandler {
   onEnd(end: RawIncomingError | Cause.Done): Effect.Effect<void> | undefined
 }
 
+/** Bits of `WebSocketReader.flags`. */
+const USED_QUEUE = 1
+const END_DELIVERED = 2
+const DELIVERING = 4
+const RUNNING = 8
+const STOPPED = 16
+const SHUTTING_DOWN = 32
+const FINISHED = 64
+const CLOSE_RECEIVED = 128
+
 /** The reader state of one connection; `start` runs it in a scope. */
 export class WebSocketReader {
   private readonly transport: Transport
@@ -66,32 +76,74 @@ export class WebSocketReader {
   /** The services the queue is created with (those of the fiber that made the session). */
   private readonly services: Context.Context<never>
   private readonly closeSender: SendClose
-  private readonly finished = Deferred.makeUnsafe<void>()
+  /** Completed by `finish`; created on first use of `done` (most sessions never ask). */
+  private finished: Deferred.Deferred<void> | undefined = undefined
   private handler: FrameHandler | undefined = undefined
-  /** Something (a frame or the end) went to the queue: a handler can no longer take over. */
-  private usedQueue = false
-  /** The end of the frame stream was delivered (queue ended/failed, or `onEnd` called). */
-  private endDelivered = false
-  /** Frames are still delivered (false after a Close, a violation or an overflow: the rest is discarded). */
-  private delivering = true
+  /** The reader's booleans, one bit each (see the accessors below): one field instead of eight per connection. */
+  private flags = DELIVERING
   /** The reader fiber, while one runs. */
   private fiber: Fiber.Fiber<void> | undefined = undefined
-  /** A reader fiber is being started or runs (set before `fiber` is known). */
-  private running = false
-  /** No reader fiber may start any more (the input ended, or the scope closed). */
-  private stopped = false
-  /** The scope is closing (`shutdown` finishes the reader itself). */
-  private shuttingDown = false
-  /** `finish` ran. */
-  private finishedFlag = false
-  /** Wakes the reader when the transport has input again (handed to `Transport.poll`). */
-  private readonly wake = (): void => {
-    if (!this.running && !this.stopped) this.runFiber()
-  }
-  /** A Close frame was received (it is the last frame delivered). */
-  closeReceived = false
+  /** Wakes the reader when the transport has input again (handed to `Transport.poll`; a bound function keeps no closure context). */
+  private readonly wake: () => void = this.startNow.bind(this)
   /** Why the transport input ended, once it did. */
   inputEnd: TransportClosed | undefined = undefined
+
+  /** Something (a frame or the end) went to the queue: a handler can no longer take over. */
+  private get usedQueue(): boolean {
+    return (this.flags & USED_QUEUE) !== 0
+  }
+  private set usedQueue(on: boolean) {
+    this.flags = on ? this.flags | USED_QUEUE : this.flags & ~USED_QUEUE
+  }
+  /** The end of the frame stream was delivered (queue ended/failed, or `onEnd` called). */
+  private get endDelivered(): boolean {
+    return (this.flags & END_DELIVERED) !== 0
+  }
+  private set endDelivered(on: boolean) {
+    this.flags = on ? this.flags | END_DELIVERED : this.flags & ~END_DELIVERED
+  }
+  /** Frames are still delivered (false after a Close, a violation or an overflow: the rest is discarded). */
+  private get delivering(): boolean {
+    return (this.flags & DELIVERING) !== 0
+  }
+  private set delivering(on: boolean) {
+    this.flags = on ? this.flags | DELIVERING : this.flags & ~DELIVERING
+  }
+  /** A reader fiber is being started or runs (set before `fiber` is known). */
+  private get running(): boolean {
+    return (this.flags & RUNNING) !== 0
+  }
+  private set running(on: boolean) {
+    this.flags = on ? this.flags | RUNNING : this.flags & ~RUNNING
+  }
+  /** No reader fiber may start any more (the input ended, or the scope closed). */
+  private get stopped(): boolean {
+    return (this.flags & STOPPED) !== 0
+  }
+  private set stopped(on: boolean) {
+    this.flags = on ? this.flags | STOPPED : this.flags & ~STOPPED
+  }
+  /** The scope is closing (`shutdown` finishes the reader itself). */
+  private get shuttingDown(): boolean {
+    return (this.flags & SHUTTING_DOWN) !== 0
+  }
+  private set shuttingDown(on: boolean) {
+    this.flags = on ? this.flags | SHUTTING_DOWN : this.flags & ~SHUTTING_DOWN
+  }
+  /** `finish` ran. */
+  private get finishedFlag(): boolean {
+    return (this.flags & FINISHED) !== 0
+  }
+  private set finishedFlag(on: boolean) {
+    this.flags = on ? this.flags | FINISHED : this.flags & ~FINISHED
+  }
+  /** A Close frame was received (it is the last frame delivered). */
+  get closeReceived(): boolean {
+    return (this.flags & CLOSE_RECEIVED) !== 0
+  }
+  set closeReceived(on: boolean) {
+    this.flags = on ? this.flags | CLOSE_RECEIVED : this.flags & ~CLOSE_RECEIVED
+  }
 
   constructor(
     transport: Transport,
@@ -137,11 +189,12 @@ export class WebSocketReader {
 
   /** Completes when the reader has stopped (the transport input ended or the fiber was interrupted). */
   get done(): Effect.Effect<void> {
-    return Deferred.await(this.finished)
+    return Effect.suspend(() => this.finishedFlag ? Effect.void : Deferred.await(this.finished ??= Deferred.makeUnsafe<void>()))
   }
 
   /**
-   * Starts reading in the current scope (a reader fiber runs at once, with the current services).
+   * Starts reading in the current scope, at once (a reader fiber runs with the current services,
+   * over a polling transport only when a chunk is there).
    * Delivers frames until a Close frame (then the queue ends), a violation (Close sent, queue
    * failed) or the end of input without a Close (queue failed with `AbnormalClosure`). Afterwards
    * it keeps reading and discarding until the input ends, so the peer's EOF is observed; the
@@ -158,10 +211,16 @@ export class WebSocketReader {
 
   /**
    * Like `start`, without a scope: reading starts at once, and the caller must run `shutdown`
-   * when the reader must stop (a session does it in its own scope finalizer).
+   * when the reader must stop (a session does it in its own scope finalizer). Also the wake-up
+   * handed to `Transport.poll`: it does nothing while a reader fiber runs or after the reader stopped.
    */
   startNow(): void {
-    if (!this.running && !this.stopped) this.runFiber()
+    if (this.running || this.stopped) return
+    const transport = this.transport
+    if (transport.poll === undefined) return this.runFiber(undefined)
+    // Poll here: a fiber only when there is something to handle (`wake` calls this again later).
+    const first = transport.poll(this.wake)
+    if (first !== undefined) this.runFiber(first)
   }
 
   /** The reader fiber while it runs, for diagnostics (`undefined` while the reader waits for input or has stopped). */
@@ -169,10 +228,13 @@ export class WebSocketReader {
     return this.fiber
   }
 
-  /** Runs the reader fiber: until the input is over, or (with `poll`) until no chunk is available. */
-  private runFiber(): void {
+  /**
+   * Runs the reader fiber, `first` being what `poll` returned (undefined without `poll`): until the
+   * input is over, or (with `poll`) until no chunk is available.
+   */
+  private runFiber(first: Uint8Array | TransportClosed | undefined): void {
     this.running = true
-    const fiber = Effect.runForkWith(this.services)(Effect.gen({ self: this }, WebSocketReader.loop))
+    const fiber = Effect.runForkWith(this.services)(Effect.gen(() => WebSocketReader.loop.call(this, first)))
     if (fiber.pollUnsafe() === undefined) {
       this.fiber = fiber
       // An observer, not `onExit`: it costs nothing when the input is handled without waiting.
@@ -210,19 +272,26 @@ export class WebSocketReader {
     this.stopped = true
     // Interrupted (scope closed) while still delivering: takers must not wait forever.
     const after = this.endWith(new AbnormalClosure({ cause: new TransportClosed({ reason: "Destroyed" }) }))
-    Deferred.doneUnsafe(this.finished, Effect.void)
+    if (this.finished !== undefined) Deferred.doneUnsafe(this.finished, Effect.void)
     return after
   }
 
-  /** The loop body, a shared generator function (one per class, not one per connection). */
-  private static *loop(this: WebSocketReader): Generator<Effect.Effect<unknown, never, never>, void, never> {
+  /** The loop body, a shared generator function (one per class, not one per connection); starts with `first` if given. */
+  private static *loop(
+    this: WebSocketReader,
+    first: Uint8Array | TransportClosed | undefined
+  ): Generator<Effect.Effect<unknown, never, never>, void, never> {
     const self = this
     const transport = self.transport
     const release = transport.release
     const frames: Array<Frame.Frame> = []
+    let next = first // already taken from the transport by `startNow`
     while (!self.stopped) {
-      let chunk: Uint8Array | TransportClosed | undefined
-      if (transport.poll !== undefined) {
+      let chunk: Uint8Array | TransportClosed | undefined = next
+      next = undefined
+      if (chunk !== undefined) {
+        // `first`, handled below.
+      } else if (transport.poll !== undefined) {
         chunk = transport.poll(self.wake)
         if (chunk === undefined) return // nothing to read: this fiber ends, `wake` starts the next
       } else {

@@ -30,6 +30,7 @@ interface PongSignal {
 const PONG_SIGNAL: PongSignal = { _tag: "PongSignal" }
 
 type Item = Frame.Frame | FlushRequest | PongSignal
+const NO_ITEMS: ReadonlyArray<Item> = []
 
 /** Largest number of frames serialized into one transport write. */
 const MAX_BATCH = 1024
@@ -45,6 +46,14 @@ const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispat
   return dispatcher
 }
 
+/** Bits of `WebSocketWriter.flags`. */
+const SCHEDULED = 1
+const CLOSED_FOR_SENDING = 2
+const CLOSE_FRAME_ACCEPTED = 4
+const STOPPED = 8
+const STOPPED_FULLY = 16
+const CLOSE_WRITTEN = 32
+
 /**
  * The writer state of one connection. `enqueue` is called by senders; `run` is the writer
  * fiber's loop. Capacity counts accepted frames not yet written.
@@ -53,12 +62,13 @@ export class WebSocketWriter {
   private readonly transport: Transport
   private readonly serializer: Serializer.Serializer
   private readonly config: ChannelConfig
-  /** The mailbox: items not yet taken by the writer fiber (a plain array, no queue object per connection). */
-  private items: Array<Item> = []
+  /**
+   * The mailbox: items not yet taken by the writer fiber (a plain array, no queue object per
+   * connection); `undefined` when empty (an idle connection keeps no array).
+   */
+  private items: Array<Item> | undefined = undefined
   /** The writer fiber, while one runs (started by `schedule`, gone once the mailbox is empty). */
   private fiber: Fiber.Fiber<void> | undefined = undefined
-  /** A start of the writer fiber is scheduled. */
-  private scheduled = false
   /** The services the writer fiber runs with and its dispatcher (set by `start`). */
   private services: Context.Context<never> | undefined = undefined
   private dispatcher: Scheduler.SchedulerDispatcher | undefined = undefined
@@ -70,25 +80,62 @@ export class WebSocketWriter {
   /** Of those, the ones still in the queue (not yet taken by the writer). */
   private countedQueued = 0
   private roomWaiters: Array<() => void> | undefined = undefined
-  /** Set when a Close was accepted or the writer stopped: nothing more is accepted. */
-  private closedForSending = false
-  private closeFrameAccepted = false
-  private stopped = false
-  /** `stop` ran: every waiter was released and `done` completed. */
-  private stoppedFully = false
-  private readonly finished: Deferred.Deferred<void>
+  /** The writer's booleans, one bit each (see the accessors below): one field instead of six per connection. */
+  private flags = 0
+  /** Completed by `stop`; created on first use of `done` (most sessions never ask). */
+  private finished: Deferred.Deferred<void> | undefined = undefined
   /** Why the transport refused our bytes, if it did. */
   failure: TransportClosed | undefined = undefined
-  /** Whether a Close frame was written to the transport. */
-  closeWritten = false
   /** The payload of the Pong to send with the next batch (only the latest Ping is answered). */
   private pongPayload: Uint8Array | undefined = undefined
+
+  /** A start of the writer fiber is scheduled. */
+  private get scheduled(): boolean {
+    return (this.flags & SCHEDULED) !== 0
+  }
+  private set scheduled(on: boolean) {
+    this.flags = on ? this.flags | SCHEDULED : this.flags & ~SCHEDULED
+  }
+  /** Set when a Close was accepted or the writer stopped: nothing more is accepted. */
+  private get closedForSending(): boolean {
+    return (this.flags & CLOSED_FOR_SENDING) !== 0
+  }
+  private set closedForSending(on: boolean) {
+    this.flags = on ? this.flags | CLOSED_FOR_SENDING : this.flags & ~CLOSED_FOR_SENDING
+  }
+  /** A Close frame was accepted. */
+  private get closeFrameAccepted(): boolean {
+    return (this.flags & CLOSE_FRAME_ACCEPTED) !== 0
+  }
+  private set closeFrameAccepted(on: boolean) {
+    this.flags = on ? this.flags | CLOSE_FRAME_ACCEPTED : this.flags & ~CLOSE_FRAME_ACCEPTED
+  }
+  /** No writer fiber may start any more. */
+  private get stopped(): boolean {
+    return (this.flags & STOPPED) !== 0
+  }
+  private set stopped(on: boolean) {
+    this.flags = on ? this.flags | STOPPED : this.flags & ~STOPPED
+  }
+  /** `stop` ran: every waiter was released and `done` completed. */
+  private get stoppedFully(): boolean {
+    return (this.flags & STOPPED_FULLY) !== 0
+  }
+  private set stoppedFully(on: boolean) {
+    this.flags = on ? this.flags | STOPPED_FULLY : this.flags & ~STOPPED_FULLY
+  }
+  /** Whether a Close frame was written to the transport. */
+  get closeWritten(): boolean {
+    return (this.flags & CLOSE_WRITTEN) !== 0
+  }
+  set closeWritten(on: boolean) {
+    this.flags = on ? this.flags | CLOSE_WRITTEN : this.flags & ~CLOSE_WRITTEN
+  }
 
   constructor(transport: Transport, mask: boolean, config: ChannelConfig) {
     this.transport = transport
     this.serializer = new Serializer.Serializer({ mask })
     this.config = config
-    this.finished = Deferred.makeUnsafe<void>()
   }
 
   /** Creates a writer (capacity is enforced by `enqueue`); it writes nothing before `start`. */
@@ -136,20 +183,25 @@ export class WebSocketWriter {
 
   /** Adds an item to the mailbox and makes sure a writer fiber will take it. */
   private push(item: Item): void {
-    this.items.push(item)
+    ;(this.items ??= []).push(item)
     this.schedule()
   }
 
-  /** Schedules a writer fiber unless one runs or is scheduled (deferred: frames sent in the same turn are written as one batch). */
+  /**
+   * Schedules a writer fiber if the mailbox has items, unless one runs or is scheduled (deferred:
+   * frames sent in the same turn are written as one batch).
+   */
   private schedule(): void {
-    if (this.fiber !== undefined || this.scheduled || this.stopped || this.dispatcher === undefined) return
+    if (
+      this.items === undefined || this.fiber !== undefined || this.scheduled || this.stopped || this.dispatcher === undefined
+    ) return
     this.scheduled = true
     this.dispatcher.scheduleTask(this.boundStart ??= () => this.startFiber(), 0)
   }
 
   private startFiber(): void {
     this.scheduled = false
-    if (this.fiber !== undefined || this.stopped || this.items.length === 0) return
+    if (this.fiber !== undefined || this.stopped || this.items === undefined) return
     const fiber = Effect.runForkWith(this.services!)(Effect.gen({ self: this }, WebSocketWriter.loop))
     if (fiber.pollUnsafe() === undefined) {
       this.fiber = fiber
@@ -160,10 +212,11 @@ export class WebSocketWriter {
     }
   }
 
-  private drain(): Array<Item> {
+  /** Takes every item of the mailbox (which is then empty). */
+  private drain(): ReadonlyArray<Item> {
     const items = this.items
-    this.items = []
-    return items
+    this.items = undefined
+    return items ?? NO_ITEMS
   }
 
   /** Whether a Close frame was accepted (or the writer stopped), so no frame is accepted any more. */
@@ -178,7 +231,7 @@ export class WebSocketWriter {
 
   /** Completes when the writer loop has stopped (after writing a Close, or on a transport failure). */
   get done(): Effect.Effect<void> {
-    return Deferred.await(this.finished)
+    return Effect.suspend(() => this.stoppedFully ? Effect.void : Deferred.await(this.finished ??= Deferred.makeUnsafe<void>()))
   }
 
   /**
@@ -304,7 +357,7 @@ export class WebSocketWriter {
     const frames: Array<Frame.Frame> = []
     const flushes: Array<Deferred.Deferred<void>> = []
     const out: Array<Uint8Array> = []
-    while (!self.stopped && self.items.length > 0) {
+    while (!self.stopped && self.items !== undefined) {
       const items = self.drain()
       // `takeAll` empties the mailbox, so every counted frame queued so far is in this batch.
       const counted = self.countedQueued
@@ -365,6 +418,6 @@ export class WebSocketWriter {
     this.wakeSenders()
     // Complete any flush still queued.
     for (const item of this.drain()) if (item._tag === "Flush") Deferred.doneUnsafe(item.done, Effect.void)
-    Deferred.doneUnsafe(this.finished, Effect.void)
+    if (this.finished !== undefined) Deferred.doneUnsafe(this.finished, Effect.void)
   }
 }

@@ -30,6 +30,12 @@ export interface NodeTransportOptions {
   readonly initialBytes?: Uint8Array
   /** Disable Nagle's algorithm (default `true`: frames go out as soon as they are written). */
   readonly noDelay?: boolean
+  /**
+   * Called with the socket from the transport's own `close` listener, before the transport
+   * handles the close. The owner of the socket can pass this instead of keeping a `close`
+   * listener of its own: with two listeners the socket keeps a listener array per connection.
+   */
+  readonly onClose?: (socket: Net.Socket) => void
 }
 
 /** A `Transport` over a Node socket, with the socket itself for diagnostics. */
@@ -79,9 +85,10 @@ export const make = (
 export const makeUnsafe = (socket: Net.Socket, options: NodeTransportOptions = {}): NodeTransport => {
   const transport = new SocketTransport(socket)
   if (options.initialBytes !== undefined && options.initialBytes.length > 0) {
-    transport.chunks.push(options.initialBytes)
+    transport.chunks = [options.initialBytes]
     transport.initialBytes = options.initialBytes
   }
+  if (options.onClose !== undefined) transport.closeHook = options.onClose
   const owned = socket as TransportSocket
   owned[kTransport] = transport
   socket.on("data", onSocketData)
@@ -91,7 +98,7 @@ export const makeUnsafe = (socket: Net.Socket, options: NodeTransportOptions = {
   socket.on("close", onSocketClose)
   if (options.noDelay !== false && typeof socket.setNoDelay === "function") socket.setNoDelay(true)
   if (socket.destroyed) transport.onClose()
-  else if (transport.chunks.length > 0) socket.pause()
+  else if (transport.initialBytes !== undefined) socket.pause()
   else socket.resume()
   return transport
 }
@@ -116,13 +123,17 @@ function onSocketDrain(this: TransportSocket): void {
   this[kTransport]?.wakeWriters()
 }
 function onSocketClose(this: TransportSocket): void {
-  this[kTransport]?.onClose()
+  const transport = this[kTransport]
+  if (transport === undefined) return
+  if (transport.closeHook !== undefined) transport.closeHook(this)
+  transport.onClose()
 }
 
 /** The state of one transport, in one object: no closures per connection beyond what is in use. */
 class SocketTransport implements NodeTransport {
   readonly socket: Net.Socket
-  readonly chunks: Array<Uint8Array> = []
+  /** Chunks received and not yet taken by `read`/`poll`; created when the first one arrives, then reused. */
+  chunks: Array<Uint8Array> | undefined = undefined
   /** The peer half-closed (`end` event). */
   private eof = false
   /** We called `end`. */
@@ -139,16 +150,17 @@ class SocketTransport implements NodeTransport {
   private readEffect: Effect.Effect<Uint8Array, Errors.TransportClosed> | undefined = undefined
   private endEffect: Effect.Effect<void> | undefined = undefined
   private destroyEffect: Effect.Effect<void> | undefined = undefined
-  readonly allocate = allocate
   /** The `initialBytes` chunk, which came from elsewhere (node:http's `head`) and is never detached by `release`. */
   initialBytes: Uint8Array | undefined = undefined
+  /** `NodeTransportOptions.onClose`. */
+  closeHook: ((socket: Net.Socket) => void) | undefined = undefined
 
   constructor(socket: Net.Socket) {
     this.socket = socket
   }
 
   bufferedInput(): number {
-    return this.chunks.length
+    return this.chunks === undefined ? 0 : this.chunks.length
   }
 
   private settle(reason: Errors.TransportClosed): void {
@@ -183,17 +195,18 @@ class SocketTransport implements NodeTransport {
 
   fail(reason: Errors.TransportClosed): void {
     if (this.failure === undefined) this.failure = reason
-    this.chunks.length = 0
+    if (this.chunks !== undefined) this.chunks.length = 0
     this.wakeReader()
     this.wakeWriters()
   }
 
   onData(data: Buffer): void {
     if (this.failure !== undefined || data.length === 0) return
-    this.chunks.push(data)
+    const chunks = this.chunks ??= []
+    chunks.push(data)
     if (this.reader !== undefined || this.pollWaker !== undefined) this.wakeReader()
     // Still not taken (no reader waiting): stop the flow until `read` takes it.
-    if (this.chunks.length > 0) this.socket.pause()
+    if (chunks.length > 0) this.socket.pause()
   }
 
   onEnd(): void {
@@ -215,9 +228,10 @@ class SocketTransport implements NodeTransport {
   /** The next chunk, the reason input is over, or `undefined` when the reader must wait. */
   private tryRead(): Uint8Array | Errors.TransportClosed | undefined {
     if (this.failure !== undefined) return this.failure
-    const chunk = this.chunks.shift()
+    const chunks = this.chunks
+    const chunk = chunks === undefined ? undefined : chunks.shift()
     if (chunk !== undefined) {
-      if (this.chunks.length === 0 && !this.eof) this.socket.resume()
+      if (chunks!.length === 0 && !this.eof) this.socket.resume()
       return chunk
     }
     return this.eof ? EOF : undefined
@@ -267,6 +281,11 @@ class SocketTransport implements NodeTransport {
     } catch {
       // Not detachable (Node marks some buffers so): it is left to the garbage collector.
     }
+  }
+
+  /** A prototype method, not a field: `Buffer.allocUnsafe` (it does not use `this`, so it may be passed on unbound). */
+  allocate(size: number): Uint8Array {
+    return Buffer.allocUnsafe(size)
   }
 
   private writeFailure(): Errors.TransportClosed | undefined {
@@ -333,5 +352,3 @@ interface DetachableBuffer extends ArrayBuffer {
   readonly transfer?: (newLength?: number) => ArrayBuffer
 }
 
-/** Uninitialised buffers for frames that span chunks: the parser writes every byte before use. */
-const allocate = (size: number): Uint8Array => Buffer.allocUnsafe(size)

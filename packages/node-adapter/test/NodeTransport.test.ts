@@ -178,6 +178,35 @@ describe("NodeTransport", () => {
       assert.strictEqual((yield* b.ended).reason, "Eof")
     }))
 
+  it.live("holds no input buffer until data arrives, then reads it in order (with and without initial bytes)", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* socketPair
+      const b = yield* NodeTransport.make(server)
+      assert.strictEqual(b.bufferedInput(), 0)
+      let woken = 0
+      assert.isUndefined(b.poll(() => woken++))
+      client.write("one")
+      yield* eventually(() => woken === 1)
+      assert.strictEqual(text(yield* readBytes(b, 3)), "one")
+      client.write("two")
+      assert.strictEqual(text(yield* readBytes(b, 3)), "two")
+    }))
+
+  it.live("calls onClose once with the socket from its own close listener, instead of a listener of the owner's", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* socketPair
+      const seen: Array<Net.Socket> = []
+      const listeners = server.listenerCount("close")
+      const b = yield* NodeTransport.make(server, { onClose: (socket) => seen.push(socket) })
+      assert.strictEqual(server.listenerCount("close"), listeners + 1) // the transport's, nothing more
+      const ended = yield* Effect.forkChild(b.ended, { startImmediately: true })
+      client.resetAndDestroy()
+      assert.strictEqual((yield* Fiber.join(ended)).reason, "Reset")
+      assert.deepStrictEqual(seen, [server])
+      yield* b.destroy
+      assert.deepStrictEqual(seen, [server])
+    }))
+
   it.live("maps a TCP reset to Reset on read, write and ended", () =>
     Effect.gen(function*() {
       const { client, server } = yield* socketPair
