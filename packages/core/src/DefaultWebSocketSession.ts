@@ -932,16 +932,20 @@ class Session implements WebSocketSession, FrameHandler {
   private applyIncomingExtensions(message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> {
     const extensions = this.extensions
     let current = message
+    let last: Exit.Success<Message, ProtocolViolation | FrameTooBig | ExtensionError> | undefined = undefined
     for (let i = 0; i < extensions.length; i++) {
       const result = extensions[i]!.processIncomingMessage(current)
       if (completed(result)) {
         current = result.value
+        last = result
         continue
       }
       let effect = result
       for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, extensions[j]!.processIncomingMessage)
       return Effect.flatMap(effect, (m) => this.checkTransformed(message, m))
     }
+    // A message without RSV bits needs no re-check: the last hook's own result will do.
+    if (last !== undefined && !(message.rsv1 || message.rsv2 || message.rsv3)) return last
     return this.checkTransformed(message, current)
   }
 
@@ -1041,25 +1045,27 @@ class Session implements WebSocketSession, FrameHandler {
 
   private sendMessage(message: Message): Effect.Effect<void, SendError> {
     if (this.extensions.length === 0) return this.enqueueMessage(message)
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.suspend(() => {
-        if (this.sendGateBusy) {
-          return Effect.flatMap(restore(this.awaitSendGate()), () => this.processAndEnqueue(message, restore))
-        }
+    return Effect.suspend(() => {
+      if (!this.sendGateBusy) {
+        // The gate is free: taken here and, in the common case, released before returning.
         this.sendGateBusy = true
-        return this.processAndEnqueue(message, restore)
-      })
-    )
+        return this.processAndEnqueue(message, undefined)
+      }
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(this.awaitSendGate()), () => this.processAndEnqueue(message, restore))
+      )
+    })
   }
 
   /**
    * With the send gate held: runs the outgoing hooks (synchronously as far as they complete
    * during their call) and queues the result, then passes the gate on. When every hook completed
-   * and the writer has room, all of it happens now.
+   * and the writer has room, all of it happens now; otherwise the rest is an effect that keeps the
+   * gate until it ends (`restore` is the mask of a sender that waited for the gate).
    */
   private processAndEnqueue(
     message: Message,
-    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    restore: (<A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) | undefined
   ): Effect.Effect<void, SendError> {
     const extensions = this.extensions
     let current = message
@@ -1071,14 +1077,36 @@ class Session implements WebSocketSession, FrameHandler {
       }
       let effect = result
       for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, extensions[j]!.processOutgoingMessage)
-      return this.releasingSendGate(restore(Effect.flatMap(effect, (m) => this.enqueueMessage(m))))
+      return this.holdingSendGate(Effect.flatMap(effect, (m) => this.enqueueMessage(m)), restore)
     }
     const size = this.options.outgoingFragmentSize
     if ((size === undefined || current.payload.length <= size) && this.writer.tryEnqueue(current)) {
       this.releaseSendGate()
       return Effect.void
     }
-    return this.releasingSendGate(restore(this.enqueueMessage(current)))
+    return this.holdingSendGate(this.enqueueMessage(current), restore)
+  }
+
+  /**
+   * Runs `effect` with the send gate held and passes the gate on when it ends. Outside a mask the
+   * gate is also passed on if this fiber ends without ever running `effect` (interrupted before
+   * its finalizer was in place), so a lost continuation can never wedge the gate.
+   */
+  private holdingSendGate<E>(
+    effect: Effect.Effect<void, E>,
+    restore: (<A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) | undefined
+  ): Effect.Effect<void, E> {
+    if (restore !== undefined) return this.releasingSendGate(restore(effect))
+    let released = false
+    let stopObserving: (() => void) | undefined = undefined
+    const release = (): void => {
+      if (released) return
+      released = true
+      stopObserving?.()
+      this.releaseSendGate()
+    }
+    stopObserving = Fiber.getCurrent()?.addObserver(release)
+    return Effect.ensuring(effect, Effect.sync(release))
   }
 
   private releasingSendGate<E>(effect: Effect.Effect<void, E>): Effect.Effect<void, E> {

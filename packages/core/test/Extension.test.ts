@@ -117,6 +117,19 @@ describe("Extension API", () => {
       yield* Scope.close(scope, Exit.void)
     }))
 
+  it.effect("a sender interrupted while its slow hook runs passes the send gate on", () =>
+    Effect.gen(function*() {
+      const { session, peer, close } = yield* setup([Slow])
+      const holder = yield* Effect.forkChild(session.send("slow and abandoned"), { startImmediately: true })
+      const next = yield* Effect.forkChild(session.send("fast next"), { startImmediately: true })
+      yield* Fiber.interrupt(holder)
+      yield* Fiber.join(next)
+      assert.strictEqual(text(yield* peer.next), "fast next")
+      yield* session.send("fast after")
+      assert.strictEqual(text(yield* peer.next), "fast after")
+      yield* close
+    }))
+
   it.effect("install rejects two extensions claiming the same RSV bit (rsv3 included)", () =>
     Effect.gen(function*() {
       const one = yield* Extension.install(Extension.empty, marker("a", "A", { rsv3: true }), undefined)
