@@ -145,13 +145,22 @@ export const headerList = (headers: Headers, name: string): ReadonlyArray<string
 
 /** Whether a comma-separated header has `token` among its elements on any line, ASCII case-insensitively. */
 export const hasToken = (headers: Headers, name: string, token: string): boolean => {
-  const key = name.toLowerCase()
+  const key = toLowerAscii(name)
   const value = Object.hasOwn(headers, key) ? headers[key] : undefined
   if (value === undefined) return false
-  const wanted = token.toLowerCase()
+  const wanted = toLowerAscii(token)
   if (typeof value === "string") return lineHasToken(value, wanted)
   for (const line of value) if (lineHasToken(line, wanted)) return true
   return false
+}
+
+/** `s.toLowerCase()`, without allocating when `s` has no uppercase ASCII letter (names and tokens are usually lowercase already). */
+const toLowerAscii = (s: string): string => {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if ((c >= 0x41 && c <= 0x5a) || c > 0x7f) return s.toLowerCase()
+  }
+  return s
 }
 
 /** ASCII lowercase of a code unit (other code units unchanged). */
@@ -306,6 +315,10 @@ const isHttp11OrLater1x = (version: string): boolean =>
   isAsciiDigit(version.charCodeAt(2)) &&
   version.charCodeAt(2) !== 0x30
 
+/** The `protocols` and `extensions` of a request that offers none (shared: most requests offer none). */
+const NO_PROTOCOLS: ReadonlyArray<string> = Object.freeze([])
+const NO_EXTENSION_OFFERS: ReadonlyArray<WebSocketExtensionHeader> = Object.freeze([])
+
 /**
  * Checks an upgrade request (RFC 6455 §4.2.1) in this order, failing with the first problem:
  *
@@ -355,12 +368,12 @@ export const validateUpgradeRequest = (request: UpgradeRequestInput): UpgradeReq
   const key = trimOws(firstLine(keys))
   if (!isValidKey(key)) return makeRejection(400, "Sec-WebSocket-Key is not base64 of 16 bytes")
   const protocols = rawValue(headers, "sec-websocket-protocol") === undefined
-    ? []
+    ? NO_PROTOCOLS
     : parseProtocols(headerLines(headers, "sec-websocket-protocol"))
   if (protocols === undefined) {
     return makeRejection(400, "Sec-WebSocket-Protocol must be a list of unique tokens")
   }
-  let extensions: ReadonlyArray<WebSocketExtensionHeader> = []
+  let extensions: ReadonlyArray<WebSocketExtensionHeader> = NO_EXTENSION_OFFERS
   if (lineCount(rawValue(headers, "sec-websocket-extensions")) > 0) {
     const parsed = parseWebSocketExtensions(headerLines(headers, "sec-websocket-extensions"))
     if (isExtensionHeaderError(parsed)) {

@@ -197,13 +197,7 @@ export const make = (
   const start = Effect.contextWith((services: Context.Context<Scope.Scope>) => {
     const channels = options.channels ?? ChannelsConfig.DEFAULT
     const masking = options.masking ?? options.role === "client"
-    const parserOptions: { -readonly [K in keyof FrameParser.FrameParserOptions]: FrameParser.FrameParserOptions[K] } = {
-      role: options.role
-    }
-    if (options.maxFrameSize !== undefined) parserOptions.maxFrameSize = options.maxFrameSize
-    if (transport.allocate !== undefined) parserOptions.allocate = transport.allocate
-    if (extensions.length > 0) parserOptions.allowedRsv = claimedBits(extensions)
-    const parser = new FrameParser.FrameParser(parserOptions)
+    const parser = new FrameParser.FrameParser(parserOptionsOf(options, transport, extensions))
     const writer = new WebSocketWriter(transport, masking, channels.outgoing)
     const raw = new Raw(options.role, masking, extensions, channels, transport, parser, writer, services)
     // One finalizer for the whole session (not one per part): reader, then writer, then transport.
@@ -215,6 +209,34 @@ export const make = (
   })
   // One extension cannot conflict with itself.
   return extensions.length < 2 ? start : Effect.andThen(checkConflicts(extensions), start)
+}
+
+type MutableParserOptions = { -readonly [K in keyof FrameParser.FrameParserOptions]: FrameParser.FrameParserOptions[K] }
+
+/** The parser options of the common case (only a role and the transport's `allocate`), one frozen object per role and `allocate`. */
+const sharedParserOptions: Record<Role, Array<FrameParser.FrameParserOptions>> = { server: [], client: [] }
+
+/** The `FrameParser` options of a session: shared when only the role and `allocate` are set (most sessions). */
+const parserOptionsOf = (
+  options: RawWebSocketOptions,
+  transport: Transport,
+  extensions: ReadonlyArray<WebSocketExtension>
+): FrameParser.FrameParserOptions => {
+  const allocate = transport.allocate
+  if (options.maxFrameSize === undefined && extensions.length === 0) {
+    const shared = sharedParserOptions[options.role]
+    for (const candidate of shared) if (candidate.allocate === allocate) return candidate
+    const made: MutableParserOptions = { role: options.role }
+    if (allocate !== undefined) made.allocate = allocate
+    // Bounded: transports usually share one `allocate` (a prototype method); others get their own object.
+    if (shared.length < 4) shared.push(Object.freeze(made))
+    return made
+  }
+  const parserOptions: MutableParserOptions = { role: options.role }
+  if (options.maxFrameSize !== undefined) parserOptions.maxFrameSize = options.maxFrameSize
+  if (allocate !== undefined) parserOptions.allocate = allocate
+  if (extensions.length > 0) parserOptions.allowedRsv = claimedBits(extensions)
+  return parserOptions
 }
 
 /** What a session built on a raw session runs first when their scope closes (see `closeFirst`). */

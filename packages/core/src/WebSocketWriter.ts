@@ -46,6 +46,10 @@ const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispat
   return dispatcher
 }
 
+/** The serializer options of every writer (one object each instead of one per connection). */
+const MASKING: Serializer.SerializerOptions = Object.freeze({ mask: true })
+const NOT_MASKING: Serializer.SerializerOptions = Object.freeze({ mask: false })
+
 /** Bits of `WebSocketWriter.flags`. */
 const SCHEDULED = 1
 const CLOSED_FOR_SENDING = 2
@@ -134,7 +138,7 @@ export class WebSocketWriter {
 
   constructor(transport: Transport, mask: boolean, config: ChannelConfig) {
     this.transport = transport
-    this.serializer = new Serializer.Serializer({ mask })
+    this.serializer = new Serializer.Serializer(mask ? MASKING : NOT_MASKING)
     this.config = config
   }
 

@@ -26,6 +26,12 @@ export interface SessionOptions extends DefaultWebSocketSession.DefaultWebSocket
 /** The options of a session started without any (one shared object: a session keeps its options). */
 const NO_OPTIONS: SessionOptions = Object.freeze({})
 
+/** The raw-session options of a session without extensions or settings, one shared object per role. */
+const ROLE_ONLY: Record<RawWebSocket.Role, RawWebSocket.RawWebSocketOptions> = {
+  server: Object.freeze({ role: "server" }),
+  client: Object.freeze({ role: "client" })
+}
+
 /**
  * Starts a message-level session over a transport in the current scope, with the given role and
  * negotiated extensions. Closing the scope sends the session's scope-close reason (1001 for
@@ -42,7 +48,7 @@ export const startSession = (
     RawWebSocket.make(
       transport,
       options.maxFrameSize === undefined && options.channels === undefined
-        ? { role, extensions }
+        ? (extensions.length === 0 ? ROLE_ONLY[role] : { role, extensions })
         : {
           role,
           extensions,
@@ -50,5 +56,10 @@ export const startSession = (
           ...(options.channels === undefined ? {} : { channels: options.channels })
         }
     ),
-    (raw) => DefaultWebSocketSession.make(raw, options)
+    options === NO_OPTIONS ? makeDefaultSession : (raw) => DefaultWebSocketSession.make(raw, options)
   )
+
+/** `DefaultWebSocketSession.make` without options, as one shared continuation (no closure per session). */
+const makeDefaultSession = (
+  raw: RawWebSocket.RawWebSocket
+): Effect.Effect<DefaultWebSocketSession.WebSocketSession, never, Scope.Scope> => DefaultWebSocketSession.make(raw, NO_OPTIONS)

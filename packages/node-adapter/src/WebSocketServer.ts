@@ -110,13 +110,15 @@ const respond = (response: Http.ServerResponse, rejection: Handshake.HandshakeRe
 /** What the server keeps per TCP connection, in one record (reachable from the socket). */
 interface Connection {
   readonly socket: Net.Socket
-  /** The handshake timer, until the 101 was written or the socket closed. */
-  timer: ReturnType<typeof setTimeout> | undefined
+  /** When (`performance.now()`, whole ms) the handshake times out; 0 once the 101 was written or the socket closed. */
+  deadline: number
   /** The connection's fiber, while it runs (it fails as the handler did). */
   fiber: Fiber.Fiber<void, unknown> | undefined
   /** The session, while the connection's fiber runs it. */
   session: DefaultWebSocketSession.WebSocketSession | undefined
   socketClosed: boolean
+  /** The transport, from its creation until its session started (the session owns it from then on). */
+  transport: NodeTransport.NodeTransport | undefined
 }
 
 const kConnection: unique symbol = Symbol("effect-ws/connection")
@@ -127,16 +129,6 @@ interface ConnectionSocket extends Net.Socket {
 }
 
 const ignore = (): void => {}
-
-const destroySocket = (socket: Net.Socket): void => {
-  socket.destroy()
-}
-
-const clearHandshakeTimer = (connection: Connection): void => {
-  if (connection.timer === undefined) return
-  clearTimeout(connection.timer)
-  connection.timer = undefined
-}
 
 /** The log annotations of a connection's fiber: the inherited ones plus `remoteAddress` and `url`. */
 const connectionAnnotations = (
@@ -172,6 +164,35 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   // ServerHandshake.validate checks the same limit on the parsed request.
   server.maxHeadersCount = maxHeaders
 
+  /**
+   * Connections still handshaking, in accept order, which is deadline order (every handshake has
+   * the same timeout): one timer for the earliest deadline instead of one per connection.
+   */
+  const handshaking = new Set<Connection>()
+  let handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  const sweepHandshakes = (): void => {
+    handshakeTimer = undefined
+    const now = performance.now()
+    for (const connection of handshaking) {
+      if (connection.deadline > now) {
+        handshakeTimer = setTimeout(sweepHandshakes, connection.deadline - now)
+        return
+      }
+      handshaking.delete(connection)
+      connection.deadline = 0
+      connection.socket.destroy()
+    }
+  }
+  const clearHandshakeTimer = (connection: Connection): void => {
+    if (connection.deadline === 0) return
+    connection.deadline = 0
+    handshaking.delete(connection)
+    if (handshaking.size === 0 && handshakeTimer !== undefined) {
+      clearTimeout(handshakeTimer)
+      handshakeTimer = undefined
+    }
+  }
+
   /** Listeners shared by every socket (`this` is the socket): no closures per connection. */
   function onSocketClose(this: ConnectionSocket): void {
     const connection = this[kConnection]
@@ -181,19 +202,27 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     clearHandshakeTimer(connection)
     if (connection.fiber === undefined) connections.delete(connection)
   }
+  /** `onSocketClose` called by a connection's transport (its `close` listener replaces ours). */
+  const onTransportClose = (socket: Net.Socket): void => onSocketClose.call(socket)
+  /** The transport options of a connection whose client sent nothing after its request (most do not): one object for all. */
+  const transportOptions: NodeTransport.NodeTransportOptions = { onClose: onTransportClose }
 
   server.on("connection", (socket: ConnectionSocket) => {
     const connection: Connection = {
       socket,
-      timer: setTimeout(destroySocket, handshakeTimeout, socket),
+      // Whole milliseconds (a small integer, not a boxed double), rounded up: never early.
+      deadline: Math.ceil(performance.now()) + handshakeTimeout,
       fiber: undefined,
       session: undefined,
-      socketClosed: false
+      socketClosed: false,
+      transport: undefined
     }
     socket[kConnection] = connection
     connections.add(connection)
+    handshaking.add(connection)
+    handshakeTimer ??= setTimeout(sweepHandshakes, handshakeTimeout)
     openSockets++
-    socket.on("error", ignore) // errors surface through the transport (or just end a handshake)
+    // No `error` listener yet: node:http has its own until the upgrade (see `runConnection`).
     socket.on("close", onSocketClose)
   })
 
@@ -232,19 +261,25 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     head: Buffer
   ): Effect.Effect<void, unknown, R | Scope.Scope> => {
     clearHandshakeTimer(connection)
-    const transport = NodeTransport.makeUnsafe(connection.socket, { initialBytes: head })
-    // The transport has its own `error` listener now: ours (for the handshake) would only make the socket keep a listener array.
-    connection.socket.off("error", ignore)
-    return Effect.flatMap(
-      Effect.onError(startSession(transport, "server", accepted.extensions, options.session), () => transport.destroy),
-      (session) => {
-        // Recorded once the handler gave its effect (as `run` would only then end it with 1000/1011).
-        const handled = handler(session, accepted)
-        connection.session = session
-        openSessions++
-        return handled
-      }
+    const socket = connection.socket
+    // The transport calls our `close` listener from its own and has its own `error` listener: ours
+    // (for the handshake) would only make the socket keep listener arrays.
+    const transport = NodeTransport.makeUnsafe(
+      socket,
+      head.length === 0 ? transportOptions : { initialBytes: head, onClose: onTransportClose }
     )
+    socket.off("error", ignore)
+    socket.off("close", onSocketClose)
+    // A session that could not start leaves the transport to `ended`, which destroys it (before the scope closes).
+    connection.transport = transport
+    return Effect.flatMap(startSession(transport, "server", accepted.extensions, options.session), (session) => {
+      connection.transport = undefined
+      // Recorded once the handler gave its effect (as `run` would only then end it with 1000/1011).
+      const handled = handler(session, accepted)
+      connection.session = session
+      openSessions++
+      return handled
+    })
   }
 
   /**
@@ -310,6 +345,8 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     /** The connection's end: `session.run`'s ending for the handler's exit, the scope, then a debug log of a failure. */
     const ended = (exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
       const session = connection.session
+      const transport = connection.transport
+      connection.transport = undefined
       const closed = Effect.suspend(() => {
         if (connection.session !== undefined) {
           connection.session = undefined
@@ -324,12 +361,17 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
         ? Effect.andThen(closed, Effect.logDebug("WebSocket connection ended with an error", exit.cause))
         : closed
       // `run` with the handler's exit as its handler: it closes (1000/1011) and waits exactly as if it had run the handler.
-      return session === undefined ? logged : Effect.andThen(Effect.exit(session.run(() => exit)), logged)
+      if (session !== undefined) return Effect.andThen(Effect.exit(session.run(() => exit)), logged)
+      // A transport whose session could not start: destroyed first, as the session's finalizer would have.
+      return transport === undefined ? logged : Effect.andThen(transport.destroy, logged)
     }
     const annotations = connectionAnnotations(baseAnnotations, socket, request.url ?? "")
     const fiber = Effect.runForkWith(
       Context.add(Context.add(context, Scope.Scope, scope), References.CurrentLogAnnotations, annotations)
     )(Effect.onExit(effect, ended))
+    // node:http removed its `error` listener before the upgrade event: until a transport has its
+    // own (`serve`, often already done synchronously above), errors just end the handshake.
+    if (socket.listenerCount("error") === 0) socket.on("error", ignore)
     // A connection that already ended (a rejection written synchronously) leaves no fiber behind.
     if (fiber.pollUnsafe() === undefined) connection.fiber = fiber
     else if (connection.socketClosed) connections.delete(connection)

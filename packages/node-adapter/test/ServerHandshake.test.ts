@@ -86,6 +86,25 @@ describe("ServerHandshake (through WebSocketServer)", () => {
       assert.strictEqual(server.sessions(), 1)
     }))
 
+  it.live("H3: each connection gets the whole handshake timeout from its own accept, however they are staggered", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ handshakeTimeout: "300 millis" })
+      const first = yield* connectRaw(server.port)
+      const firstAt = Date.now()
+      yield* Effect.sleep("200 millis")
+      const second = yield* connectRaw(server.port)
+      const secondAt = Date.now()
+      yield* readUntil(first)
+      assert.isAtLeast(Date.now() - firstAt, 250)
+      assert.isFalse(second.destroyed || second.readableEnded) // accepted 200 ms later: not due yet
+      yield* readUntil(second)
+      const waited = Date.now() - secondAt
+      assert.isAtLeast(waited, 250)
+      assert.isBelow(waited, 1500)
+      yield* Effect.sleep("50 millis")
+      assert.strictEqual(server.connections(), 0)
+    }))
+
   it.live("verify can refuse by origin with any status and headers; a defect is a 500", () =>
     Effect.gen(function*() {
       const server = yield* serve({

@@ -39,6 +39,27 @@ describe("WebSocketServer", () => {
       yield* eventually(() => server.sessions() === 0 && server.connections() === 0)
     }))
 
+  it.live("an upgraded socket keeps one `close` and one `error` listener (the transport's), and an abrupt end is counted", () =>
+    Effect.gen(function*() {
+      const counts: Array<readonly [number, number]> = []
+      const server = yield* WebSocketServer.make(
+        (session) =>
+          Effect.andThen(
+            Effect.sync(() => {
+              const socket = (session.raw.transport as unknown as { readonly socket: import("node:net").Socket }).socket
+              counts.push([socket.listenerCount("close"), socket.listenerCount("error")])
+            }),
+            Effect.ignore(session.awaitClose)
+          ),
+        { host: "127.0.0.1" }
+      )
+      const { ws } = yield* wsClient(`ws://127.0.0.1:${server.port}/`)
+      yield* eventually(() => counts.length === 1 && server.sessions() === 1)
+      assert.deepStrictEqual(counts, [[1, 1]])
+      ws.terminate()
+      yield* eventually(() => server.sessions() === 0 && server.connections() === 0)
+    }))
+
   it.live("Node's global WebSocket talks to the server, with a subprotocol chosen by the application", () =>
     Effect.gen(function*() {
       const server = yield* WebSocketServer.make(echo, {
