@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { defineFlags } from "./internal/flags.ts"
 import { CloseReason, type Frame, FrameParser } from "@effect-ws/codec"
 import { Cause, Context, Deferred, Effect, Exit, Fiber, Queue, Scope } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
@@ -79,8 +80,8 @@ export class WebSocketReader {
   /** Completed by `finish`; created on first use of `done` (most sessions never ask). */
   private finished: Deferred.Deferred<void> | undefined = undefined
   private handler: FrameHandler | undefined = undefined
-  /** The reader's booleans, one bit each (see the accessors below): one field instead of eight per connection. */
-  private flags = DELIVERING
+  /** The reader's booleans, one bit each (accessors defined by `defineFlags` below): one field instead of eight per connection. */
+  protected flags = DELIVERING
   /** The reader fiber, while one runs. */
   private fiber: Fiber.Fiber<void> | undefined = undefined
   /** Wakes the reader when the transport has input again (handed to `Transport.poll`; a bound function keeps no closure context). */
@@ -89,61 +90,21 @@ export class WebSocketReader {
   inputEnd: TransportClosed | undefined = undefined
 
   /** Something (a frame or the end) went to the queue: a handler can no longer take over. */
-  private get usedQueue(): boolean {
-    return (this.flags & USED_QUEUE) !== 0
-  }
-  private set usedQueue(on: boolean) {
-    this.flags = on ? this.flags | USED_QUEUE : this.flags & ~USED_QUEUE
-  }
+  private declare usedQueue: boolean
   /** The end of the frame stream was delivered (queue ended/failed, or `onEnd` called). */
-  private get endDelivered(): boolean {
-    return (this.flags & END_DELIVERED) !== 0
-  }
-  private set endDelivered(on: boolean) {
-    this.flags = on ? this.flags | END_DELIVERED : this.flags & ~END_DELIVERED
-  }
+  private declare endDelivered: boolean
   /** Frames are still delivered (false after a Close, a violation or an overflow: the rest is discarded). */
-  private get delivering(): boolean {
-    return (this.flags & DELIVERING) !== 0
-  }
-  private set delivering(on: boolean) {
-    this.flags = on ? this.flags | DELIVERING : this.flags & ~DELIVERING
-  }
+  private declare delivering: boolean
   /** A reader fiber is being started or runs (set before `fiber` is known). */
-  private get running(): boolean {
-    return (this.flags & RUNNING) !== 0
-  }
-  private set running(on: boolean) {
-    this.flags = on ? this.flags | RUNNING : this.flags & ~RUNNING
-  }
+  private declare running: boolean
   /** No reader fiber may start any more (the input ended, or the scope closed). */
-  private get stopped(): boolean {
-    return (this.flags & STOPPED) !== 0
-  }
-  private set stopped(on: boolean) {
-    this.flags = on ? this.flags | STOPPED : this.flags & ~STOPPED
-  }
+  private declare stopped: boolean
   /** The scope is closing (`shutdown` finishes the reader itself). */
-  private get shuttingDown(): boolean {
-    return (this.flags & SHUTTING_DOWN) !== 0
-  }
-  private set shuttingDown(on: boolean) {
-    this.flags = on ? this.flags | SHUTTING_DOWN : this.flags & ~SHUTTING_DOWN
-  }
+  private declare shuttingDown: boolean
   /** `finish` ran. */
-  private get finishedFlag(): boolean {
-    return (this.flags & FINISHED) !== 0
-  }
-  private set finishedFlag(on: boolean) {
-    this.flags = on ? this.flags | FINISHED : this.flags & ~FINISHED
-  }
+  private declare finishedFlag: boolean
   /** A Close frame was received (it is the last frame delivered). */
-  get closeReceived(): boolean {
-    return (this.flags & CLOSE_RECEIVED) !== 0
-  }
-  set closeReceived(on: boolean) {
-    this.flags = on ? this.flags | CLOSE_RECEIVED : this.flags & ~CLOSE_RECEIVED
-  }
+  declare closeReceived: boolean
 
   constructor(
     transport: Transport,
@@ -357,3 +318,14 @@ export class WebSocketReader {
     }
   }
 }
+
+defineFlags(WebSocketReader.prototype, {
+  usedQueue: USED_QUEUE,
+  endDelivered: END_DELIVERED,
+  delivering: DELIVERING,
+  running: RUNNING,
+  stopped: STOPPED,
+  shuttingDown: SHUTTING_DOWN,
+  finishedFlag: FINISHED,
+  closeReceived: CLOSE_RECEIVED
+})

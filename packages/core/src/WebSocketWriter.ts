@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { defineFlags } from "./internal/flags.ts"
 import { Frame, Serializer } from "@effect-ws/codec"
 import { Context, Deferred, Effect, Fiber, Scheduler, Scope } from "effect"
 import type { ChannelConfig } from "./ChannelsConfig.ts"
@@ -84,8 +85,8 @@ export class WebSocketWriter {
   /** Of those, the ones still in the queue (not yet taken by the writer). */
   private countedQueued = 0
   private roomWaiters: Array<() => void> | undefined = undefined
-  /** The writer's booleans, one bit each (see the accessors below): one field instead of six per connection. */
-  private flags = 0
+  /** The writer's booleans, one bit each (accessors defined by `defineFlags` below): one field instead of six per connection. */
+  protected flags = 0
   /** Completed by `stop`; created on first use of `done` (most sessions never ask). */
   private finished: Deferred.Deferred<void> | undefined = undefined
   /** Why the transport refused our bytes, if it did. */
@@ -94,47 +95,17 @@ export class WebSocketWriter {
   private pongPayload: Uint8Array | undefined = undefined
 
   /** A start of the writer fiber is scheduled. */
-  private get scheduled(): boolean {
-    return (this.flags & SCHEDULED) !== 0
-  }
-  private set scheduled(on: boolean) {
-    this.flags = on ? this.flags | SCHEDULED : this.flags & ~SCHEDULED
-  }
+  private declare scheduled: boolean
   /** Set when a Close was accepted or the writer stopped: nothing more is accepted. */
-  private get closedForSending(): boolean {
-    return (this.flags & CLOSED_FOR_SENDING) !== 0
-  }
-  private set closedForSending(on: boolean) {
-    this.flags = on ? this.flags | CLOSED_FOR_SENDING : this.flags & ~CLOSED_FOR_SENDING
-  }
+  private declare closedForSending: boolean
   /** A Close frame was accepted. */
-  private get closeFrameAccepted(): boolean {
-    return (this.flags & CLOSE_FRAME_ACCEPTED) !== 0
-  }
-  private set closeFrameAccepted(on: boolean) {
-    this.flags = on ? this.flags | CLOSE_FRAME_ACCEPTED : this.flags & ~CLOSE_FRAME_ACCEPTED
-  }
+  private declare closeFrameAccepted: boolean
   /** No writer fiber may start any more. */
-  private get stopped(): boolean {
-    return (this.flags & STOPPED) !== 0
-  }
-  private set stopped(on: boolean) {
-    this.flags = on ? this.flags | STOPPED : this.flags & ~STOPPED
-  }
+  private declare stopped: boolean
   /** `stop` ran: every waiter was released and `done` completed. */
-  private get stoppedFully(): boolean {
-    return (this.flags & STOPPED_FULLY) !== 0
-  }
-  private set stoppedFully(on: boolean) {
-    this.flags = on ? this.flags | STOPPED_FULLY : this.flags & ~STOPPED_FULLY
-  }
+  private declare stoppedFully: boolean
   /** Whether a Close frame was written to the transport. */
-  get closeWritten(): boolean {
-    return (this.flags & CLOSE_WRITTEN) !== 0
-  }
-  set closeWritten(on: boolean) {
-    this.flags = on ? this.flags | CLOSE_WRITTEN : this.flags & ~CLOSE_WRITTEN
-  }
+  declare closeWritten: boolean
 
   constructor(transport: Transport, mask: boolean, config: ChannelConfig) {
     this.transport = transport
@@ -425,3 +396,12 @@ export class WebSocketWriter {
     if (this.finished !== undefined) Deferred.doneUnsafe(this.finished, Effect.void)
   }
 }
+
+defineFlags(WebSocketWriter.prototype, {
+  scheduled: SCHEDULED,
+  closedForSending: CLOSED_FOR_SENDING,
+  closeFrameAccepted: CLOSE_FRAME_ACCEPTED,
+  stopped: STOPPED,
+  stoppedFully: STOPPED_FULLY,
+  closeWritten: CLOSE_WRITTEN
+})
