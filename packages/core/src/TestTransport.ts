@@ -7,7 +7,7 @@
  */
 import { Deferred, Duration, Effect } from "effect"
 import { TransportClosed } from "./Errors.ts"
-import type { Transport } from "./Transport.ts"
+import { BufferedInput, type Transport } from "./Transport.ts"
 
 /** How the in-memory pipe behaves; both directions use the same settings. */
 export interface TestTransportOptions {
@@ -36,7 +36,7 @@ export interface TestTransport extends Transport {
 const DEFAULT_HIGH_WATER_MARK = 64 * 1024
 
 /** One direction of the pipe. */
-class Pipe {
+class Pipe extends BufferedInput {
   readonly chunks: Array<Uint8Array> = []
   head = 0
   buffered = 0
@@ -49,18 +49,16 @@ class Pipe {
   /** The writer fails with this. */
   writeFailure: TransportClosed | undefined = undefined
   written = 0
-  reader: (() => void) | undefined = undefined
-  /** The `wake` of the last `poll` that found nothing; called (once) when input arrives. */
-  pollWaker: (() => void) | undefined = undefined
   readonly drainWaiters = new Set<() => void>()
   readonly highWaterMark: number
 
   constructor(highWaterMark: number) {
+    super()
     this.highWaterMark = highWaterMark
   }
 
   /** The next chunk, the reason input is over, or undefined when the reader must wait. */
-  tryRead(): Uint8Array | TransportClosed | undefined {
+  override tryRead(): Uint8Array | TransportClosed | undefined {
     if (this.readFailure !== undefined) return this.readFailure
     if (this.head < this.chunks.length) {
       const chunk = this.chunks[this.head]!
@@ -75,22 +73,6 @@ class Pipe {
     }
     if (this.eof) return EOF
     return this.failureAfterDrain
-  }
-
-  wakeReader(): void {
-    const reader = this.reader
-    if (reader !== undefined) reader()
-    const waker = this.pollWaker
-    if (waker !== undefined) {
-      this.pollWaker = undefined
-      waker()
-    }
-  }
-
-  poll(wake: () => void): Uint8Array | TransportClosed | undefined {
-    const next = this.tryRead()
-    if (next === undefined) this.pollWaker = wake
-    return next
   }
 
   wakeWriters(): void {
@@ -136,23 +118,6 @@ const makeEnd = (self: End, peer: End, options: TestTransportOptions | undefined
   const { input, output } = self
   const chunkSize = options?.chunkSize !== undefined && options.chunkSize > 0 ? Math.floor(options.chunkSize) : 0
   const delay = options?.delay === undefined ? undefined : Duration.fromInputUnsafe(options.delay)
-
-  const read: Effect.Effect<Uint8Array, TransportClosed> = Effect.suspend(() => {
-    const r = input.tryRead()
-    if (r instanceof Uint8Array) return Effect.succeed(r)
-    if (r !== undefined) return Effect.fail(r)
-    return Effect.callback<Uint8Array, TransportClosed>((resume) => {
-      input.reader = () => {
-        const next = input.tryRead()
-        if (next === undefined) return
-        input.reader = undefined
-        resume(next instanceof Uint8Array ? Effect.succeed(next) : Effect.fail(next))
-      }
-      return Effect.sync(() => {
-        input.reader = undefined
-      })
-    })
-  })
 
   const waitDrain: Effect.Effect<void, TransportClosed> = Effect.callback<void, TransportClosed>((resume) => {
     const wake = () => {
@@ -222,7 +187,7 @@ const makeEnd = (self: End, peer: End, options: TestTransportOptions | undefined
   })
 
   const transport: TestTransport = {
-    read,
+    read: input.read,
     write,
     end,
     destroy,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Effect } from "effect"
+import { Effect } from "effect"
 import type { TransportClosed } from "./Errors.ts"
 
 /**
@@ -56,4 +56,64 @@ export interface Transport {
    * backing store without waiting for a full garbage collection). Optional; never fails.
    */
   readonly release?: (chunk: Uint8Array) => void
+}
+
+/**
+ * The read side of a transport that buffers the chunks it receives (the Node socket transport,
+ * the in-memory test pipe): `read` and `poll` over the subclass's `tryRead`. The transport calls
+ * `wakeReader` when input arrives or ends; it resumes a waiting `read` and calls the `wake` of the
+ * last `poll` that found nothing (once).
+ */
+export abstract class BufferedInput {
+  /** Resumes the waiting `read`, if one waits (it tries again and keeps waiting if still empty). */
+  protected reader: (() => void) | undefined = undefined
+  /** The `wake` of the last `poll` that found nothing; called (once) by `wakeReader`. */
+  protected pollWaker: (() => void) | undefined = undefined
+  private readEffect: Effect.Effect<Uint8Array, TransportClosed> | undefined = undefined
+
+  /** The next chunk, the reason input is over, or `undefined` when the reader must wait. */
+  protected abstract tryRead(): Uint8Array | TransportClosed | undefined
+
+  /** `Transport.poll`. */
+  poll(wake: () => void): Uint8Array | TransportClosed | undefined {
+    const next = this.tryRead()
+    if (next === undefined) this.pollWaker = wake
+    return next
+  }
+
+  /** `Transport.read` (one effect per transport, built on first use). */
+  get read(): Effect.Effect<Uint8Array, TransportClosed> {
+    return this.readEffect ??= Effect.suspend(() => {
+      const first = this.tryRead()
+      if (first instanceof Uint8Array) return Effect.succeed(first)
+      if (first !== undefined) return Effect.fail(first)
+      return Effect.callback<Uint8Array, TransportClosed>((resume) => {
+        this.reader = () => {
+          const next = this.tryRead()
+          if (next === undefined) return
+          this.reader = undefined
+          resume(next instanceof Uint8Array ? Effect.succeed(next) : Effect.fail(next))
+        }
+        return Effect.sync(() => {
+          this.reader = undefined
+        })
+      })
+    })
+  }
+
+  /** Whether a `read` or a `poll` waits for input. */
+  protected get awaited(): boolean {
+    return this.reader !== undefined || this.pollWaker !== undefined
+  }
+
+  /** For the transport to call when input arrives or ends. */
+  wakeReader(): void {
+    const reader = this.reader
+    if (reader !== undefined) reader()
+    const waker = this.pollWaker
+    if (waker !== undefined) {
+      this.pollWaker = undefined
+      waker()
+    }
+  }
 }

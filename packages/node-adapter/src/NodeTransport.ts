@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { Errors, type Transport } from "@effect-ws/core"
+import { Errors, Transport } from "@effect-ws/core"
 import { Deferred, Effect, Scope } from "effect"
 import type * as Net from "node:net"
 
@@ -130,7 +130,7 @@ function onSocketClose(this: TransportSocket): void {
 }
 
 /** The state of one transport, in one object: no closures per connection beyond what is in use. */
-class SocketTransport implements NodeTransport {
+class SocketTransport extends Transport.BufferedInput implements NodeTransport {
   readonly socket: Net.Socket
   /** Chunks received and not yet taken by `read`/`poll`; created when the first one arrives, then reused. */
   chunks: Array<Uint8Array> | undefined = undefined
@@ -143,11 +143,7 @@ class SocketTransport implements NodeTransport {
   /** Why the transport ended, once it did (first one wins). */
   private endReason: Errors.TransportClosed | undefined = undefined
   private endedDeferred: Deferred.Deferred<Errors.TransportClosed> | undefined = undefined
-  private reader: (() => void) | undefined = undefined
-  /** The `wake` of the last `poll` that found nothing; called (once) when input arrives or ends. */
-  private pollWaker: (() => void) | undefined = undefined
   private drainWaiters: Array<() => void> | undefined = undefined
-  private readEffect: Effect.Effect<Uint8Array, Errors.TransportClosed> | undefined = undefined
   private endEffect: Effect.Effect<void> | undefined = undefined
   private destroyEffect: Effect.Effect<void> | undefined = undefined
   /** The `initialBytes` chunk, which came from elsewhere (node:http's `head`) and is never detached by `release`. */
@@ -156,6 +152,7 @@ class SocketTransport implements NodeTransport {
   closeHook: ((socket: Net.Socket) => void) | undefined = undefined
 
   constructor(socket: Net.Socket) {
+    super()
     this.socket = socket
   }
 
@@ -176,16 +173,6 @@ class SocketTransport implements NodeTransport {
     })
   }
 
-  private wakeReader(): void {
-    const wake = this.reader
-    if (wake !== undefined) wake()
-    const waker = this.pollWaker
-    if (waker !== undefined) {
-      this.pollWaker = undefined
-      waker()
-    }
-  }
-
   wakeWriters(): void {
     const waiters = this.drainWaiters
     if (waiters === undefined || waiters.length === 0) return
@@ -204,7 +191,7 @@ class SocketTransport implements NodeTransport {
     if (this.failure !== undefined || data.length === 0) return
     const chunks = this.chunks ??= []
     chunks.push(data)
-    if (this.reader !== undefined || this.pollWaker !== undefined) this.wakeReader()
+    if (this.awaited) this.wakeReader()
     // Still not taken (no reader waiting): stop the flow until `read` takes it.
     if (chunks.length > 0) this.socket.pause()
   }
@@ -226,7 +213,7 @@ class SocketTransport implements NodeTransport {
   }
 
   /** The next chunk, the reason input is over, or `undefined` when the reader must wait. */
-  private tryRead(): Uint8Array | Errors.TransportClosed | undefined {
+  protected override tryRead(): Uint8Array | Errors.TransportClosed | undefined {
     if (this.failure !== undefined) return this.failure
     const chunks = this.chunks
     const chunk = chunks === undefined ? undefined : chunks.shift()
@@ -237,30 +224,7 @@ class SocketTransport implements NodeTransport {
     return this.eof ? EOF : undefined
   }
 
-  poll(wake: () => void): Uint8Array | Errors.TransportClosed | undefined {
-    const next = this.tryRead()
-    if (next === undefined) this.pollWaker = wake
-    return next
-  }
 
-  get read(): Effect.Effect<Uint8Array, Errors.TransportClosed> {
-    return this.readEffect ??= Effect.suspend(() => {
-      const first = this.tryRead()
-      if (first instanceof Uint8Array) return Effect.succeed(first)
-      if (first !== undefined) return Effect.fail(first)
-      return Effect.callback<Uint8Array, Errors.TransportClosed>((resume) => {
-        this.reader = () => {
-          const next = this.tryRead()
-          if (next === undefined) return
-          this.reader = undefined
-          resume(next instanceof Uint8Array ? Effect.succeed(next) : Effect.fail(next))
-        }
-        return Effect.sync(() => {
-          this.reader = undefined
-        })
-      })
-    })
-  }
 
   /**
    * Frees a chunk the session is done with by detaching its `ArrayBuffer` (its views become
