@@ -31,18 +31,11 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, awaitConnections, type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
-import type { EchoParams, EchoResult, OpenResult } from "./load.ts"
+import { alternate, awaitConnections, type Child, DURATION_MS, envNumber, fmt, measureEcho, median, ROUNDS, type Server, type ServerStats, WARMUP_MS, withBench } from "./ipc.ts"
+import type { EchoParams, OpenResult } from "./load.ts"
 import { printTopFunctions } from "./profile.ts"
 
-const env = (name: string, fallback: number, min: number) => {
-  const value = Number(process.env[name] ?? fallback)
-  return Number.isFinite(value) ? Math.max(min, value) : fallback
-}
-const ROUNDS = env("BENCH_ROUNDS", 3, 1)
-const WARMUP_MS = env("BENCH_WARMUP_MS", 1_000, 200)
-const DURATION_MS = env("BENCH_DURATION_MS", 4_000, 500)
-const MEMORY_CONNS = Math.trunc(env("BENCH_DEFLATE_CONNS", 1_000, 1))
+const MEMORY_CONNS = Math.trunc(envNumber("BENCH_DEFLATE_CONNS", 1_000, 1))
 const PROFILE = process.env["BENCH_PROFILE"] === "1"
 /** Both servers compress messages of at least this many bytes. */
 const THRESHOLD = 1024
@@ -79,44 +72,29 @@ interface Run {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 const runOnce = async (generator: Child, server: Server, scenario: Scenario): Promise<Run> => {
-  const marks = new Map<string, Promise<ServerStats>>()
-  generator.onEvent = (event) => {
-    if (event.type === "mark") marks.set(String(event["phase"]), server.child.stats())
-  }
   // ws applies its threshold only without server context takeover: with it, ws compresses every
   // message, so below the threshold the replies may be either.
   const replies = scenario.deflate === "off" ? "plain" : scenario.size >= THRESHOLD ? "compressed" : "either"
-  const params: EchoParams = {
-    port: server.port,
+  const measured = await measureEcho(generator, server, {
     conns: CONNS,
     inFlight: IN_FLIGHT,
     size: scenario.size,
     binary: false,
-    warmupMs: WARMUP_MS,
-    durationMs: DURATION_MS,
     minSamples: 0,
-    maxMs: Math.max(4 * DURATION_MS, 30_000),
     payload: "json",
     deflate: scenario.deflate,
     replies,
     verifyConns: 1
-  }
-  const result = await generator.request<EchoResult>({ type: "echo", params }, 120_000 + 4 * DURATION_MS)
-  generator.onEvent = () => {}
-  const start = marks.get("start")
-  const end = marks.get("end")
-  if (start === undefined || end === undefined) throw new Error("the generator did not mark its window")
-  const [s0, s1] = await Promise.all([start, end])
-  if (result.messages === 0) throw new Error(`${server.name}: no message echoed in ${scenario.name}`)
+  }, scenario.name)
+  const result = measured.result
   if (result.compressedReplies > 0 && (result.verified === null || result.verified.messages === 0)) {
     throw new Error(`${server.name}: compressed replies but none verified in ${scenario.name}`)
   }
-  const serverCpu = s1.cpuMicros - s0.cpuMicros
   return {
-    messagesPerSecond: result.messages / result.seconds,
-    serverCpuPerMessage: serverCpu / result.messages,
-    serverCpuPercent: (100 * serverCpu) / (s1.wallMicros - s0.wallMicros),
-    generatorCpuPercent: (100 * result.generatorCpuMicros) / (result.seconds * 1e6),
+    messagesPerSecond: measured.messagesPerSecond,
+    serverCpuPerMessage: measured.serverCpuPerMessage,
+    serverCpuPercent: measured.serverCpuPercent,
+    generatorCpuPercent: measured.generatorCpuPercent,
     wireBytes: result.wireBytes,
     verified: result.verified?.messages ?? 0,
     compressedPercent: (100 * result.compressedReplies) / result.replies

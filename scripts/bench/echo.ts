@@ -20,17 +20,9 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, type Child, fmt, median, type Server, type ServerStats, withBench } from "./ipc.ts"
-import type { EchoParams, EchoResult } from "./load.ts"
+import { alternate, type Child, DURATION_MS, fmt, measureEcho, median, ROUNDS, type Server, WARMUP_MS, withBench } from "./ipc.ts"
 import { printTopFunctions } from "./profile.ts"
 
-const env = (name: string, fallback: number, min: number) => {
-  const value = Number(process.env[name] ?? fallback)
-  return Number.isFinite(value) ? Math.max(min, value) : fallback
-}
-const ROUNDS = env("BENCH_ROUNDS", 3, 1)
-const WARMUP_MS = env("BENCH_WARMUP_MS", 1_000, 200)
-const DURATION_MS = env("BENCH_DURATION_MS", 4_000, 500)
 const PROFILE = process.env["BENCH_PROFILE"] === "1"
 
 interface Scenario {
@@ -62,37 +54,22 @@ interface Run {
 }
 
 const runOnce = async (generator: Child, server: Server, scenario: Scenario): Promise<Run> => {
-  const marks = new Map<string, Promise<ServerStats>>()
-  generator.onEvent = (event) => {
-    if (event.type === "mark") marks.set(String(event["phase"]), server.child.stats())
-  }
-  const params: EchoParams = {
-    port: server.port,
+  const measured = await measureEcho(generator, server, {
     conns: scenario.conns,
     inFlight: scenario.inFlight,
     size: scenario.size,
     binary: scenario.binary,
-    warmupMs: WARMUP_MS,
-    durationMs: DURATION_MS,
-    minSamples: scenario.minSamples,
-    maxMs: Math.max(4 * DURATION_MS, 30_000)
-  }
-  const result = await generator.request<EchoResult>({ type: "echo", params }, 120_000 + 4 * DURATION_MS)
-  generator.onEvent = () => {}
-  const start = marks.get("start")
-  const end = marks.get("end")
-  if (start === undefined || end === undefined) throw new Error("the generator did not mark its window")
-  const [s0, s1] = await Promise.all([start, end])
-  if (result.messages === 0) throw new Error(`${server.name}: no message echoed in ${scenario.name}`)
-  const serverCpu = s1.cpuMicros - s0.cpuMicros
+    minSamples: scenario.minSamples
+  }, scenario.name)
+  const rtt = measured.result.rtt
   return {
-    messagesPerSecond: result.messages / result.seconds,
-    serverCpuPerMessage: serverCpu / result.messages,
-    serverCpuPercent: (100 * serverCpu) / (s1.wallMicros - s0.wallMicros),
-    generatorCpuPercent: (100 * result.generatorCpuMicros) / (result.seconds * 1e6),
-    p50: result.rtt?.p50 ?? Number.NaN,
-    p99: result.rtt?.p99 ?? Number.NaN,
-    samples: result.rtt?.samples ?? 0
+    messagesPerSecond: measured.messagesPerSecond,
+    serverCpuPerMessage: measured.serverCpuPerMessage,
+    serverCpuPercent: measured.serverCpuPercent,
+    generatorCpuPercent: measured.generatorCpuPercent,
+    p50: rtt?.p50 ?? Number.NaN,
+    p99: rtt?.p99 ?? Number.NaN,
+    samples: rtt?.samples ?? 0
   }
 }
 

@@ -11,6 +11,7 @@
 import { type ChildProcess, execFileSync, fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as Os from "node:os"
+import type { EchoParams, EchoResult } from "./load.ts"
 
 /** Where every server listens, and the generator connects. */
 export const HOST = "127.0.0.1"
@@ -333,3 +334,62 @@ export const alternate = async <R>(
   return runs
 }
 
+
+/** A number from the environment (at least `min`), or `fallback` when unset or not a number. */
+export const envNumber = (name: string, fallback: number, min: number): number => {
+  const value = Number(process.env[name] ?? fallback)
+  return Number.isFinite(value) ? Math.max(min, value) : fallback
+}
+
+/** Runs per server (BENCH_ROUNDS), warm-up and measured window (BENCH_WARMUP_MS, BENCH_DURATION_MS) of the echo benchmarks. */
+export const ROUNDS = envNumber("BENCH_ROUNDS", 3, 1)
+export const WARMUP_MS = envNumber("BENCH_WARMUP_MS", 1_000, 200)
+export const DURATION_MS = envNumber("BENCH_DURATION_MS", 4_000, 500)
+
+/** One echo run as the server saw it: the generator's result and the server's CPU over the generator's window. */
+export interface MeasuredEcho {
+  readonly result: EchoResult
+  readonly messagesPerSecond: number
+  readonly serverCpuPerMessage: number
+  readonly serverCpuPercent: number
+  readonly generatorCpuPercent: number
+}
+
+/**
+ * Has the generator run `params` against `server` (warm-up and window from the settings above)
+ * and reads the server's own CPU at the window's start and end marks. Throws when the generator
+ * did not mark its window or no message was echoed.
+ */
+export const measureEcho = async (
+  generator: Child,
+  server: Server,
+  params: Omit<EchoParams, "port" | "warmupMs" | "durationMs" | "maxMs">,
+  label: string
+): Promise<MeasuredEcho> => {
+  const marks = new Map<string, Promise<ServerStats>>()
+  generator.onEvent = (event) => {
+    if (event.type === "mark") marks.set(String(event["phase"]), server.child.stats())
+  }
+  const full: EchoParams = {
+    ...params,
+    port: server.port,
+    warmupMs: WARMUP_MS,
+    durationMs: DURATION_MS,
+    maxMs: Math.max(4 * DURATION_MS, 30_000)
+  }
+  const result = await generator.request<EchoResult>({ type: "echo", params: full }, 120_000 + 4 * DURATION_MS)
+  generator.onEvent = () => {}
+  const start = marks.get("start")
+  const end = marks.get("end")
+  if (start === undefined || end === undefined) throw new Error("the generator did not mark its window")
+  const [s0, s1] = await Promise.all([start, end])
+  if (result.messages === 0) throw new Error(`${server.name}: no message echoed in ${label}`)
+  const serverCpu = s1.cpuMicros - s0.cpuMicros
+  return {
+    result,
+    messagesPerSecond: result.messages / result.seconds,
+    serverCpuPerMessage: serverCpu / result.messages,
+    serverCpuPercent: (100 * serverCpu) / (s1.wallMicros - s0.wallMicros),
+    generatorCpuPercent: (100 * result.generatorCpuMicros) / (result.seconds * 1e6)
+  }
+}
