@@ -31,7 +31,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, awaitConnections, type Child, DURATION_MS, envNumber, fmt, measureEcho, median, ROUNDS, type Server, type ServerStats, WARMUP_MS, withBench } from "./ipc.ts"
+import { alternate, awaitConnections, type Child, DURATION_MS, type EchoRates, envNumber, fmt, measureEcho, median, ROUNDS, type Server, type ServerStats, WARMUP_MS, withBench } from "./ipc.ts"
 import type { EchoParams, OpenResult } from "./load.ts"
 import { printTopFunctions } from "./profile.ts"
 
@@ -59,11 +59,7 @@ const IN_FLIGHT = 16
 const selected = process.env["BENCH_SCENARIOS"] ?? "pnsLm"
 const SCENARIOS = ALL.filter((s) => selected.includes(s.key))
 
-interface Run {
-  readonly messagesPerSecond: number
-  readonly serverCpuPerMessage: number
-  readonly serverCpuPercent: number
-  readonly generatorCpuPercent: number
+interface Run extends EchoRates {
   readonly wireBytes: number
   readonly verified: number
   readonly compressedPercent: number
@@ -86,15 +82,12 @@ const runOnce = async (generator: Child, server: Server, scenario: Scenario): Pr
     replies,
     verifyConns: 1
   }, scenario.name)
-  const result = measured.result
+  const { result, ...rates } = measured
   if (result.compressedReplies > 0 && (result.verified === null || result.verified.messages === 0)) {
     throw new Error(`${server.name}: compressed replies but none verified in ${scenario.name}`)
   }
   return {
-    messagesPerSecond: measured.messagesPerSecond,
-    serverCpuPerMessage: measured.serverCpuPerMessage,
-    serverCpuPercent: measured.serverCpuPercent,
-    generatorCpuPercent: measured.generatorCpuPercent,
+    ...rates,
     wireBytes: result.wireBytes,
     verified: result.verified?.messages ?? 0,
     compressedPercent: (100 * result.compressedReplies) / result.replies

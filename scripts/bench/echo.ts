@@ -20,7 +20,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, type Child, DURATION_MS, fmt, measureEcho, median, ROUNDS, type Server, WARMUP_MS, withBench } from "./ipc.ts"
+import { alternate, type Child, DURATION_MS, type EchoRates, fmt, measureEcho, median, ROUNDS, type Server, WARMUP_MS, withBench } from "./ipc.ts"
 import { printTopFunctions } from "./profile.ts"
 
 const PROFILE = process.env["BENCH_PROFILE"] === "1"
@@ -43,11 +43,7 @@ const ALL: ReadonlyArray<Scenario> = [
 const selected = process.env["BENCH_SCENARIOS"] ?? "abc"
 const SCENARIOS = ALL.filter((s) => selected.includes(s.key))
 
-interface Run {
-  readonly messagesPerSecond: number
-  readonly serverCpuPerMessage: number
-  readonly serverCpuPercent: number
-  readonly generatorCpuPercent: number
+interface Run extends EchoRates {
   readonly p50: number
   readonly p99: number
   readonly samples: number
@@ -61,12 +57,10 @@ const runOnce = async (generator: Child, server: Server, scenario: Scenario): Pr
     binary: scenario.binary,
     minSamples: scenario.minSamples
   }, scenario.name)
-  const rtt = measured.result.rtt
+  const { result, ...rates } = measured
+  const rtt = result.rtt
   return {
-    messagesPerSecond: measured.messagesPerSecond,
-    serverCpuPerMessage: measured.serverCpuPerMessage,
-    serverCpuPercent: measured.serverCpuPercent,
-    generatorCpuPercent: measured.generatorCpuPercent,
+    ...rates,
     p50: rtt?.p50 ?? Number.NaN,
     p99: rtt?.p99 ?? Number.NaN,
     samples: rtt?.samples ?? 0

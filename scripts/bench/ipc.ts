@@ -346,13 +346,17 @@ export const ROUNDS = envNumber("BENCH_ROUNDS", 3, 1)
 export const WARMUP_MS = envNumber("BENCH_WARMUP_MS", 1_000, 200)
 export const DURATION_MS = envNumber("BENCH_DURATION_MS", 4_000, 500)
 
-/** One echo run as the server saw it: the generator's result and the server's CPU over the generator's window. */
-export interface MeasuredEcho {
-  readonly result: EchoResult
+/** The rates of one echo run: messages/s, and the server's and the generator's CPU. */
+export interface EchoRates {
   readonly messagesPerSecond: number
   readonly serverCpuPerMessage: number
   readonly serverCpuPercent: number
   readonly generatorCpuPercent: number
+}
+
+/** One echo run as the server saw it: the generator's result and the server's CPU over the generator's window. */
+export interface MeasuredEcho extends EchoRates {
+  readonly result: EchoResult
 }
 
 /**
