@@ -9,7 +9,9 @@
  * 3. the generator opens N idle connections (BENCH_CONNS, default 5,000), CONCURRENCY handshakes at
  *    a time: connections/s, and the server's CPU per connection from its own `process.cpuUsage()`;
  * 4. once the server counts N open connections: `gc()` again, and (RSS, heapUsed, external) minus
- *    the baseline, divided by N, is the cost of one idle connection;
+ *    the baseline, divided by N, is the cost of one idle connection; the growth of V8's young
+ *    generation is shown as well, since it is part of RSS but set by V8's heuristics (it grows
+ *    with the bytes that survive scavenges and is not given back at `gc()`);
  * 5. the generator closes them all (Close 1000, then FIN) and the server is back to 0; heapUsed
  *    after `gc()` minus the baseline, divided by N, is what a closed connection leaves behind.
  *
@@ -124,10 +126,12 @@ const main = async () => {
     row("generator CPU % while opening", (m) => (100 * m.open.generatorCpuMicros) / (m.open.seconds * 1e6), 0)
     row("RSS per connection (B)", perConnection((s) => s.rss), 0)
     row("heapUsed per connection (B)", perConnection((s) => s.heapUsed), 0)
+    row("V8 young generation growth per connection (B, part of RSS)", perConnection((s) => s.newSpace), 0)
     row("external per connection (B)", perConnection((s) => s.external), 0)
     row("heapUsed left per connection after closing all (B)", (m) => (m.closed.heapUsed - m.baseline.heapUsed) / m.open.opened, 0)
     row("baseline RSS (MiB)", (m) => m.baseline.rss / 2 ** 20, 1)
     row("baseline heapUsed (MiB)", (m) => m.baseline.heapUsed / 2 ** 20, 1)
+    row("baseline young generation (MiB)", (m) => m.baseline.newSpace / 2 ** 20, 1)
   })
 }
 

@@ -11,6 +11,7 @@
 import { type ChildProcess, execFileSync, fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as Os from "node:os"
+import * as V8 from "node:v8"
 import type { EchoParams, EchoResult } from "./load.ts"
 
 /** Where every server listens, and the generator connects. */
@@ -33,6 +34,11 @@ export interface ServerStats {
   readonly heapUsed: number
   readonly external: number
   readonly arrayBuffers: number
+  /**
+   * Bytes of V8's young generation (new space) in physical memory: part of `rss`, sized by V8's
+   * scavenger heuristics (it grows with survivors and does not shrink at `gc()`), not by what is live.
+   */
+  readonly newSpace: number
   /** WebSocket connections the server currently has open. */
   readonly connections: number
 }
@@ -87,6 +93,7 @@ export const serverHandlers = (connections: () => number): Record<string, (messa
       heapUsed: memory.heapUsed,
       external: memory.external,
       arrayBuffers: memory.arrayBuffers,
+      newSpace: V8.getHeapSpaceStatistics().find((space) => space.space_name === "new_space")?.physical_space_size ?? 0,
       connections: connections()
     }
     return stats
