@@ -1,7 +1,8 @@
 /**
- * `WebSocketServer`: a standalone WebSocket server on its own `node:http` server. Each upgrade
- * request on `path` goes through `ServerHandshake`; an accepted connection becomes a
- * `NodeTransport`, then a server-role session, and the application's handler runs with it.
+ * `WebSocketServer`: a standalone WebSocket server on its own `node:http` server (`ws://`), or on a
+ * `node:https` server when given `tls` (`wss://`). Each upgrade request on `path` goes through
+ * `ServerHandshake`; an accepted connection becomes a `NodeTransport`, then a server-role
+ * session, and the application's handler runs with it.
  *
  * Everything is scoped: when the server's scope closes it stops accepting, sends every open
  * session a Close 1001 and waits (bounded by `shutdownTimeout`) for the close handshakes,
@@ -11,7 +12,10 @@
  * Hostile clients: heads larger than `maxHeaderSize` get 431 (from node:http's parser, answered
  * by our `clientError` listener), more than `maxHeaders` fields get 431, malformed requests 400,
  * and a connection that has not completed its handshake within `handshakeTimeout` (including one
- * that never sends a byte, or trickles it) is destroyed.
+ * that never sends a byte, or trickles it) is destroyed. With `tls` that deadline runs from the
+ * TCP accept and covers the TLS handshake too: a client that connects and never completes TLS is
+ * destroyed like one that never sends its upgrade request, and so is a socket still in its TLS
+ * handshake when the scope closes.
  *
  * @module
  */
@@ -19,10 +23,22 @@ import { CloseReason, Handshake } from "@effect-ws/codec"
 import type { DefaultWebSocketSession } from "@effect-ws/core"
 import { Cause, Context, Data, Duration, Effect, Exit, Fiber, Layer, References, Scope } from "effect"
 import * as Http from "node:http"
+import * as Https from "node:https"
 import type * as Net from "node:net"
+import type * as Tls from "node:tls"
 import * as NodeTransport from "./NodeTransport.ts"
 import * as ServerHandshake from "./ServerHandshake.ts"
 import { type SessionOptions, startSession } from "./SessionOptions.ts"
+
+/**
+ * TLS settings of a `wss://` server: Node's `tls.createServer` options (certificate and key, or
+ * `pfx`, `ca`, `ciphers`, `minVersion`, `requestCert`, `SNICallback`, `secureContext`, …) without
+ * the ones the server sets itself: `handshakeTimeout` (the server's own `handshakeTimeout` bounds
+ * the TLS handshake), `ALPNProtocols` (always `http/1.1`, as `node:https` offers) and the
+ * `net.Server` socket options (`allowHalfOpen`, `pauseOnConnect`, …), which stay as on a `ws://`
+ * server.
+ */
+export type TlsOptions = Omit<Tls.TlsOptions, "handshakeTimeout" | "ALPNProtocols" | keyof Net.ServerOpts>
 
 /** Options of `make` / `layer`. `R` is what the `verify` hook needs. */
 export interface WebSocketServerOptions<R = never> extends ServerHandshake.ServerHandshakeOptions<R> {
@@ -32,7 +48,11 @@ export interface WebSocketServerOptions<R = never> extends ServerHandshake.Serve
   readonly port?: number
   /** Only upgrade requests whose path (query ignored) is exactly this; others get 404 (default: every path). */
   readonly path?: string
-  /** Time from TCP accept to the 101 response being written; slower connections are destroyed (default 10 s). */
+  /**
+   * Time from TCP accept to the 101 response being written; slower connections are destroyed
+   * (default 10 s). With `tls` it is one deadline for the TLS handshake and the upgrade together,
+   * from the TCP accept (and tls.Server's own `handshakeTimeout`, 120 s by default, is set to it).
+   */
   readonly handshakeTimeout?: Duration.Input
   /** Largest request head in bytes; larger is answered with 431 by node:http (default 16 KiB). */
   readonly maxHeaderSize?: number
@@ -40,6 +60,13 @@ export interface WebSocketServerOptions<R = never> extends ServerHandshake.Serve
   readonly shutdownTimeout?: Duration.Input
   /** Settings of every session. */
   readonly session?: SessionOptions
+  /**
+   * Serve `wss://`: listen with `node:https` and these TLS settings (at least a certificate and
+   * its key, or `pfx`). Without it the server speaks plain `ws://`. A bad certificate or key
+   * makes `make` fail with `WebSocketServerError`; a client whose TLS handshake fails is
+   * destroyed without an HTTP answer.
+   */
+  readonly tls?: TlsOptions
 }
 
 /** The application's code for one connection. When it returns the session closes with 1000, when it fails with 1011. */
@@ -54,13 +81,13 @@ export interface WebSocketServer {
   readonly address: Net.AddressInfo
   /** The actual port. */
   readonly port: number
-  /** Number of TCP connections currently open (handshaking or upgraded). */
+  /** Number of TCP connections currently open (handshaking, TLS included, or upgraded). */
   readonly connections: () => number
   /** Number of sessions currently open. */
   readonly sessions: () => number
 }
 
-/** The server could not listen (port in use, permission denied, bad host). */
+/** The server could not start: it could not listen (port in use, permission denied, bad host), or bad `tls` settings. */
 export class WebSocketServerError extends Data.TaggedError("WebSocketServerError")<{
   readonly message: string
   readonly cause: unknown
@@ -74,6 +101,8 @@ export class WebSocketServerService extends Context.Service<WebSocketServerServi
 const DEFAULT_HANDSHAKE_TIMEOUT = Duration.seconds(10)
 const DEFAULT_SHUTDOWN_TIMEOUT = Duration.seconds(5)
 const DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+/** The longest delay a Node timer takes (longer ones fire after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1
 const GOING_AWAY = CloseReason.CloseReason(1001, "Server shutting down")
 
 const pathOf = (url: string | undefined): string => {
@@ -109,7 +138,11 @@ const respond = (response: Http.ServerResponse, rejection: Handshake.HandshakeRe
 
 /** What the server keeps per TCP connection, in one record (reachable from the socket). */
 interface Connection {
-  readonly socket: Net.Socket
+  /**
+   * The connection's socket. With `tls`: the TCP socket until its TLS handshake completed, then
+   * the `TLSSocket` over it (the one node:https parses requests from and upgrades).
+   */
+  socket: Net.Socket
   /** When (`performance.now()`, whole ms) the handshake times out; 0 once the 101 was written or the socket closed. */
   deadline: number
   /** The connection's fiber, while it runs (it fails as the handler did). */
@@ -140,8 +173,9 @@ const connectionAnnotations = (
 /**
  * Starts a server in the current scope and returns once it listens. Each accepted connection runs
  * `handler` in its own fiber; handler failures close that session with 1011 and are logged at
- * debug level, never affecting other connections. Fails with `WebSocketServerError` when it
- * cannot listen.
+ * debug level, never affecting other connections. With `tls` it serves `wss://` on `node:https`.
+ * Fails with `WebSocketServerError` when it cannot listen, or when `tls` is unusable (a bad
+ * certificate or key).
  */
 export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   handler: ConnectionHandler<E, R>,
@@ -157,9 +191,26 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   const context = yield* Effect.context<R | RV>()
   const baseAnnotations = Context.get(context, References.CurrentLogAnnotations)
 
-  const server = Http.createServer({
-    maxHeaderSize: options.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE
-  })
+  const maxHeaderSize = options.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE
+  const tls = options.tls
+  let https: Https.Server | undefined = undefined
+  if (tls !== undefined) {
+    try {
+      https = Https.createServer({
+        ...tls,
+        maxHeaderSize,
+        // Node's own timer on the TLS handshake (its default is 120 s): the same bound as ours,
+        // which also covers the TLS phase (the deadline below runs from the TCP accept). Node
+        // throws on a non-finite value (0 turns its timer off) and cuts longer ones to 1 ms.
+        handshakeTimeout: Number.isFinite(handshakeTimeout) ? Math.min(handshakeTimeout, MAX_TIMER_MS) : 0,
+        // As node:http's sockets: an upgraded socket keeps its output open after the peer's FIN.
+        allowHalfOpen: true
+      })
+    } catch (cause) {
+      return yield* new WebSocketServerError({ message: `Bad TLS settings: ${String(cause)}`, cause })
+    }
+  }
+  const server: Http.Server = https ?? Http.createServer({ maxHeaderSize })
   // Node 24's parser fails with HPE_HEADER_OVERFLOW (→ 431 in `clientError`) past maxHeadersCount;
   // ServerHandshake.validate checks the same limit on the parsed request.
   server.maxHeadersCount = maxHeaders
@@ -169,13 +220,15 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
    * the same timeout): one timer for the earliest deadline instead of one per connection.
    */
   const handshaking = new Set<Connection>()
+  /** Whether handshakes have a deadline at all (`handshakeTimeout` is finite). */
+  const timed = Number.isFinite(handshakeTimeout)
   let handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined
   const sweepHandshakes = (): void => {
     handshakeTimer = undefined
     const now = performance.now()
     for (const connection of handshaking) {
       if (connection.deadline > now) {
-        handshakeTimer = setTimeout(sweepHandshakes, connection.deadline - now)
+        handshakeTimer = setTimeout(sweepHandshakes, Math.min(connection.deadline - now, MAX_TIMER_MS))
         return
       }
       handshaking.delete(connection)
@@ -207,11 +260,13 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
   /** The transport options of a connection whose client sent nothing after its request (most do not): one object for all. */
   const transportOptions: NodeTransport.NodeTransportOptions = { onClose: onTransportClose }
 
+  // With TLS this is the TCP socket, before its TLS handshake: its record, deadline and count start here.
   server.on("connection", (socket: ConnectionSocket) => {
     const connection: Connection = {
       socket,
       // Whole milliseconds (a small integer, not a boxed double), rounded up: never early.
-      deadline: Math.ceil(performance.now()) + handshakeTimeout,
+      // 0 (no deadline) when the handshake timeout is infinite.
+      deadline: timed ? Math.ceil(performance.now()) + handshakeTimeout : 0,
       fiber: undefined,
       session: undefined,
       socketClosed: false,
@@ -219,12 +274,41 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     }
     socket[kConnection] = connection
     connections.add(connection)
-    handshaking.add(connection)
-    handshakeTimer ??= setTimeout(sweepHandshakes, handshakeTimeout)
+    if (timed) {
+      handshaking.add(connection)
+      handshakeTimer ??= setTimeout(sweepHandshakes, Math.min(handshakeTimeout, MAX_TIMER_MS))
+    }
     openSockets++
     // No `error` listener yet: node:http has its own until the upgrade (see `runConnection`).
     socket.on("close", onSocketClose)
   })
+
+  if (https !== undefined) {
+    /**
+     * A TLS handshake completed: from now on the connection is its `TLSSocket` (node:https reads
+     * requests from it and upgrades it), so the record, its `close` listener and the shutdown's
+     * `destroy` move to it. The TCP socket under it closes with it. The record keeps its deadline.
+     */
+    https.on("secureConnection", (socket: Tls.TLSSocket & ConnectionSocket) => {
+      // Node's TLSSocket keeps the socket it wraps as `_parent` (not in its typings).
+      const tcp = (socket as unknown as { readonly _parent?: ConnectionSocket | null })._parent
+      const connection = tcp?.[kConnection]
+      if (tcp == null || connection === undefined || connection.socketClosed || connection.socket !== tcp) {
+        socket.destroy()
+        return
+      }
+      tcp.off("close", onSocketClose)
+      connection.socket = socket
+      socket[kConnection] = connection
+      socket.on("close", onSocketClose)
+    })
+    // node:https answers a failed TLS handshake (timeout, bad hello, plain HTTP) through
+    // `clientError`, where ours would write an HTTP answer: the socket is destroyed instead.
+    https.removeAllListeners("tlsClientError")
+    https.on("tlsClientError", (_error: Error, socket: Tls.TLSSocket) => {
+      socket.destroy()
+    })
+  }
 
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Net.Socket) => {
     if (socket.destroyed || !socket.writable || error.code === "ECONNRESET") {
@@ -439,7 +523,7 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
 
 /**
  * The server as a layer: listens when built, shuts down gracefully (see the module notes) when
- * released. Fails with `WebSocketServerError` when it cannot listen.
+ * released. Fails with `WebSocketServerError` when it cannot listen or `tls` is unusable.
  */
 export const layer = <E, R, RV = never>(
   handler: ConnectionHandler<E, R>,

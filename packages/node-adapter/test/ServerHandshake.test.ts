@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Handshake } from "@effect-ws/codec"
 import { ExtensionHeader } from "@effect-ws/codec"
 import { Extension } from "@effect-ws/core"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import * as ServerHandshake from "../src/ServerHandshake.ts"
 import * as WebSocketServer from "../src/WebSocketServer.ts"
 import { connectRaw, rawExchange, readUntil, statusOf, upgradeRequest } from "./helpers.ts"
@@ -84,6 +84,25 @@ describe("ServerHandshake (through WebSocketServer)", () => {
       yield* Effect.sleep("300 millis") // longer than the handshake timeout: the open session must survive it
       assert.isFalse(ok.destroyed)
       assert.strictEqual(server.sessions(), 1)
+    }))
+
+  it.live("H3: an infinite handshake timeout sets no timer (a waiting client costs nothing until it sends)", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ handshakeTimeout: Duration.infinity })
+      const armed: Array<unknown> = []
+      const original = globalThis.setTimeout
+      // Counts the timers armed while a client waits: none may be the server's handshake sweep.
+      globalThis.setTimeout = ((handler: (...args: Array<unknown>) => void, ms?: number, ...rest: Array<unknown>) => {
+        if (typeof handler === "function" && handler.name === "sweepHandshakes") armed.push(ms)
+        return original(handler, ms, ...rest)
+      }) as typeof setTimeout
+      yield* Effect.addFinalizer(() => Effect.sync(() => { globalThis.setTimeout = original }))
+      const silent = yield* connectRaw(server.port)
+      yield* Effect.sleep("100 millis")
+      assert.isFalse(silent.destroyed)
+      assert.deepStrictEqual(armed, [])
+      silent.write(upgradeRequest("/"))
+      assert.strictEqual(statusOf(yield* readUntil(silent, headEnd)), 101)
     }))
 
   it.live("H3: each connection gets the whole handshake timeout from its own accept, however they are staggered", () =>

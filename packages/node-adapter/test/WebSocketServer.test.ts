@@ -1,16 +1,19 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ChannelsConfig, DefaultWebSocketSession } from "@effect-ws/core"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { WebSocket as WsClient } from "ws"
+import * as Fs from "node:fs"
+import type * as Net from "node:net"
+import * as Tls from "node:tls"
+import { type ClientOptions as WsClientOptions, WebSocket as WsClient } from "ws"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
 import * as WebSocketServer from "../src/WebSocketServer.ts"
 import { connectRaw, echo, eventually, readUntil, upgradeRequest } from "./helpers.ts"
 
 /** Opens a `ws` client and collects what it receives; resolves once open. */
-const wsClient = (url: string, protocols: ReadonlyArray<string> = []) =>
+const wsClient = (url: string, protocols: ReadonlyArray<string> = [], options: WsClientOptions = {}) =>
   Effect.acquireRelease(
     Effect.callback<{ readonly ws: WsClient; readonly received: Array<string>; readonly closed: Promise<readonly [number, string]> }, Error>((resume) => {
-      const ws = new WsClient(url, [...protocols])
+      const ws = new WsClient(url, [...protocols], options)
       const received: Array<string> = []
       const closed = new Promise<readonly [number, string]>((r) => ws.on("close", (code, reason) => r([code, reason.toString()])))
       ws.on("message", (data, isBinary) => received.push(isBinary ? `bin:${Buffer.from(data as Buffer).toString("hex")}` : data.toString()))
@@ -233,5 +236,163 @@ describe("WebSocketServer, backpressure and layer", () => {
       yield* session.send("via layer")
       const reply = yield* session.receive
       assert.strictEqual(reply._tag === "Text" && DefaultWebSocketSession.readText(reply), "via layer")
+    }))
+})
+
+const fixture = (name: string) => Fs.readFileSync(new URL(`./fixtures/${name}`, import.meta.url))
+/** The fixture certificate (for `localhost`) and its key; clients trust it as their CA. */
+const tls = { cert: fixture("localhost.crt"), key: fixture("localhost.key") }
+const ca = tls.cert
+
+/** Resolves when the socket has closed (at once if it already has). */
+const closedPromise = (socket: Net.Socket) =>
+  new Promise<void>((resolve) => (socket.closed ? resolve() : socket.once("close", () => resolve())))
+
+/** Waits at most `timeout` for the socket to close: true if it did. */
+const awaitClosed = (socket: Net.Socket, timeout: "2 seconds" | "5 seconds" = "2 seconds") =>
+  Effect.promise(() => closedPromise(socket)).pipe(
+    Effect.as(true),
+    Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed(false) })
+  )
+
+describe("WebSocketServer, wss:// (tls)", () => {
+  it.live("our client and our TLS server: text and binary echoed, closes 1000, no socket left", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", path: "/echo", tls })
+      const scope = yield* Scope.make()
+      const { session } = yield* WebSocketClient.connect(`wss://localhost:${server.port}/echo`, { tls: { ca } }).pipe(
+        Scope.provide(scope)
+      )
+      yield* session.send("secure hello")
+      yield* session.send(new Uint8Array([0xca, 0xfe, 0x00, 0xff]))
+      yield* session.send("z".repeat(100_000))
+      const text = (message: DefaultWebSocketSession.Message) =>
+        message._tag === "Text"
+          ? DefaultWebSocketSession.readText(message)
+          : `bin:${Buffer.from(DefaultWebSocketSession.readBytes(message)).toString("hex")}`
+      assert.strictEqual(text(yield* session.receive), "secure hello")
+      assert.strictEqual(text(yield* session.receive), "bin:cafe00ff")
+      assert.strictEqual(text(yield* session.receive), "z".repeat(100_000))
+      assert.strictEqual(server.sessions(), 1)
+      assert.strictEqual(server.connections(), 1)
+      yield* Scope.close(scope, Exit.void)
+      assert.strictEqual((yield* session.awaitClose).code, 1000)
+      yield* eventually(() => server.sessions() === 0 && server.connections() === 0)
+    }))
+
+  it.live("the `ws` client against our TLS server: text and binary echoed; a plain ws:// request gets no HTTP answer", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", tls })
+      const { ws, received, closed } = yield* wsClient(`wss://localhost:${server.port}/`, [], { ca })
+      ws.send("hello over tls")
+      ws.send(Buffer.from([1, 2, 3]))
+      yield* eventually(() => received.length === 2)
+      assert.deepStrictEqual(received, ["hello over tls", "bin:010203"])
+      ws.close(1000, "bye")
+      assert.strictEqual((yield* Effect.promise(() => closed))[0], 1000)
+      yield* eventually(() => server.sessions() === 0 && server.connections() === 0)
+      // Plaintext on the TLS port fails the TLS handshake: the socket is destroyed, never answered in HTTP.
+      const reply = yield* Effect.scoped(Effect.gen(function*() {
+        const socket = yield* connectRaw(server.port)
+        socket.write(upgradeRequest("/"))
+        return yield* readUntil(socket)
+      }))
+      assert.notInclude(reply, "HTTP/1.1")
+      assert.notStrictEqual(reply, "<timeout>")
+      yield* eventually(() => server.connections() === 0)
+    }))
+
+  it.live("a TCP client that never starts TLS, and one that completes TLS but never sends its request, are destroyed at handshakeTimeout", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", tls, handshakeTimeout: "250 millis" })
+      // Never sends a byte: the server is waiting for its ClientHello.
+      const start = Date.now()
+      const silent = yield* connectRaw(server.port)
+      yield* eventually(() => server.connections() === 1) // counted from the TCP accept, before any TLS
+      assert.isTrue(yield* awaitClosed(silent))
+      const silentAfter = Date.now() - start
+      assert.isAtLeast(silentAfter, 200)
+      assert.isBelow(silentAfter, 1500)
+      yield* eventually(() => server.connections() === 0)
+      // Completes TLS, then sends nothing: the same deadline, from the TCP accept, covers both phases.
+      const securedStart = Date.now()
+      const secured = yield* Effect.acquireRelease(
+        Effect.callback<Tls.TLSSocket, Error>((resume) => {
+          const socket = Tls.connect({ host: "127.0.0.1", port: server.port, servername: "localhost", ca })
+          socket.once("secureConnect", () => resume(Effect.succeed(socket)))
+          socket.once("error", (error) => resume(Effect.fail(error)))
+        }),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      secured.on("error", () => {})
+      assert.strictEqual(server.connections(), 1)
+      assert.isTrue(yield* awaitClosed(secured))
+      const securedAfter = Date.now() - securedStart
+      assert.isAtLeast(securedAfter, 200)
+      assert.isBelow(securedAfter, 1500)
+      yield* eventually(() => server.connections() === 0)
+    }))
+
+  it.live("closing the scope: Close 1001 to a session over TLS, a socket mid-TLS-handshake destroyed, no socket left", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", tls, shutdownTimeout: "2 seconds" }).pipe(
+        Scope.provide(scope)
+      )
+      const client = yield* wsClient(`wss://localhost:${server.port}/`, [], { ca })
+      // Connected, never starts TLS; the 10 s handshakeTimeout is far away.
+      const stuck = yield* connectRaw(server.port)
+      yield* eventually(() => server.sessions() === 1 && server.connections() === 2)
+      const start = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - start, 1500)
+      const [code, reason] = yield* Effect.promise(() => client.closed).pipe(Effect.timeout("2 seconds"))
+      assert.strictEqual(code, 1001)
+      assert.strictEqual(reason, "Server shutting down")
+      assert.isTrue(yield* awaitClosed(stuck))
+      assert.strictEqual(server.connections(), 0)
+      assert.strictEqual(server.sessions(), 0)
+    }))
+
+  it.live("half-close over TLS as over TCP: a FIN without Close ends with 1006; a Close then FIN at once is still answered", () =>
+    Effect.gen(function*() {
+      const reasons: Array<number> = []
+      const server = yield* WebSocketServer.make(
+        (session) => Effect.andThen(session.awaitClose, (reason) => Effect.sync(() => reasons.push(reason.code))),
+        { host: "127.0.0.1", tls }
+      )
+      const upgraded = Effect.gen(function*() {
+        const socket = yield* Effect.acquireRelease(
+          Effect.callback<Tls.TLSSocket, Error>((resume) => {
+            const socket = Tls.connect({ host: "127.0.0.1", port: server.port, servername: "localhost", ca })
+            socket.once("secureConnect", () => resume(Effect.succeed(socket)))
+            socket.once("error", (error) => resume(Effect.fail(error)))
+          }),
+          (socket) => Effect.sync(() => socket.destroy())
+        )
+        socket.on("error", () => {})
+        socket.write(upgradeRequest("/"))
+        const head = yield* readUntil(socket, (received) => received.includes("\r\n\r\n"))
+        assert.include(head, "HTTP/1.1 101")
+        yield* eventually(() => server.sessions() === 1)
+        return socket
+      })
+      const fin = yield* upgraded
+      fin.end()
+      yield* eventually(() => reasons.length === 1 && server.sessions() === 0 && server.connections() === 0)
+      assert.isTrue(yield* awaitClosed(fin))
+      // Close 1000 (masked, zero mask) and the FIN in one go: the server's output stays open for its Close.
+      const closing = yield* upgraded
+      closing.end(Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]))
+      const reply = yield* readUntil(closing)
+      assert.strictEqual(reply, "\x88\x02\x03\xe8")
+      yield* eventually(() => reasons.length === 2 && server.sessions() === 0 && server.connections() === 0)
+      assert.deepStrictEqual(reasons, [1006, 1000])
+    }))
+
+  it.live("fails with WebSocketServerError on a bad certificate or key", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(WebSocketServer.make(echo, { host: "127.0.0.1", tls: { cert: "not a certificate", key: "not a key" } }))
+      assert.strictEqual(error._tag, "WebSocketServerError")
     }))
 })
