@@ -37,3 +37,10 @@ export const countingRandom = (seed = 1) => {
     for (let i = 0; i < bytes.length; i++) bytes[i] = (n++ * 37) & 0xff
   }
 }
+
+/**
+ * The time bound of the hostile-input tests (H2): a quadratic pass over their 1 MB inputs takes
+ * minutes and a linear one milliseconds, so the bound only has to tell the two apart, with room
+ * for a loaded machine.
+ */
+export const LINEAR_BOUND_MS = 2_000
