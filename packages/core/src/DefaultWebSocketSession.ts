@@ -180,6 +180,15 @@ const INCOMING_OVERFLOW = CloseReason.CloseReason(1008, "Incoming queue overflow
 const completed = <A, E>(effect: Effect.Effect<A, E>): effect is Exit.Success<A, E> =>
   Exit.isExit(effect) && Exit.isSuccess(effect)
 
+/** An extension's outgoing step in an effect chain: its hook, or the message itself when `outgoingUnchanged` accepts it. */
+const outgoingHook = (extension: WebSocketExtension) => (message: Message): Effect.Effect<Message, ExtensionError> =>
+  extension.outgoingUnchanged?.(message) === true ? Effect.succeed(message) : extension.processOutgoingMessage(message)
+
+/** An extension's incoming step in an effect chain: its hook, or the message itself when `incomingUnchanged` accepts it. */
+const incomingHook = (extension: WebSocketExtension) =>
+(message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> =>
+  extension.incomingUnchanged?.(message) === true ? Effect.succeed(message) : extension.processIncomingMessage(message)
+
 const violation = (kind: ProtocolViolation["kind"], code: 1002 | 1007, message: string): ProtocolViolation =>
   new ProtocolViolation({ kind, code, message })
 
@@ -794,8 +803,9 @@ class Session implements WebSocketSession, FrameHandler {
             this.failSession(result) // messages before it were delivered already
             break
           }
-          if (this.extensions.length > 0) {
-            const applied = this.applyIncomingExtensions(result)
+          const first = this.extensions.length === 0 ? -1 : this.firstIncomingHook(result)
+          if (first !== -1) {
+            const applied = this.applyIncomingExtensions(result, first)
             const next = i + 1
             if (completed(applied)) {
               // Every hook completed during its call: stay in this synchronous loop.
@@ -924,24 +934,43 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   /**
-   * Runs a message through the extensions, then validates text that an extension produced. Hooks
-   * that complete during their call (returning an `Exit`) are folded synchronously, so when all
-   * of them do the result is an `Exit` too; the first hook that returns an ordinary effect makes
-   * the rest an effect chain.
+   * Where a complete incoming message enters the extensions: the index of the first extension
+   * whose `incomingUnchanged` does not accept it (all before it pass it through), the number of
+   * extensions when all pass it through but it has an RSV bit (it still needs the re-check), or
+   * -1 when it goes on exactly as without extensions.
    */
-  private applyIncomingExtensions(message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> {
+  private firstIncomingHook(message: Message): number {
+    const extensions = this.extensions
+    for (let i = 0; i < extensions.length; i++) {
+      if (extensions[i]!.incomingUnchanged?.(message) !== true) return i
+    }
+    return message.rsv1 || message.rsv2 || message.rsv3 ? extensions.length : -1
+  }
+
+  /**
+   * Runs a message through the extensions from index `from` on (see `firstIncomingHook`), then
+   * validates text that an extension produced. Hooks that complete during their call (returning
+   * an `Exit`) are folded synchronously, so when all of them do the result is an `Exit` too; the
+   * first hook that returns an ordinary effect makes the rest an effect chain.
+   */
+  private applyIncomingExtensions(
+    message: Message,
+    from: number
+  ): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> {
     const extensions = this.extensions
     let current = message
     let last: Exit.Success<Message, ProtocolViolation | FrameTooBig | ExtensionError> | undefined = undefined
-    for (let i = 0; i < extensions.length; i++) {
-      const result = extensions[i]!.processIncomingMessage(current)
+    for (let i = from; i < extensions.length; i++) {
+      const extension = extensions[i]!
+      if (i !== from && extension.incomingUnchanged?.(current) === true) continue
+      const result = extension.processIncomingMessage(current)
       if (completed(result)) {
         current = result.value
         last = result
         continue
       }
       let effect = result
-      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, extensions[j]!.processIncomingMessage)
+      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, incomingHook(extensions[j]!))
       return Effect.flatMap(effect, (m) => this.checkTransformed(message, m))
     }
     // A message without RSV bits needs no re-check: the last hook's own result will do.
@@ -1059,8 +1088,9 @@ class Session implements WebSocketSession, FrameHandler {
 
   /**
    * With the send gate held: runs the outgoing hooks (synchronously as far as they complete
-   * during their call) and queues the result, then passes the gate on. When every hook completed
-   * and the writer has room, all of it happens now; otherwise the rest is an effect that keeps the
+   * during their call; skipped for a message an extension's `outgoingUnchanged` accepts) and
+   * queues the result, then passes the gate on. When every hook completed (or was skipped) and
+   * the writer has room, all of it happens now; otherwise the rest is an effect that keeps the
    * gate until it ends (`restore` is the mask of a sender that waited for the gate).
    */
   private processAndEnqueue(
@@ -1070,13 +1100,15 @@ class Session implements WebSocketSession, FrameHandler {
     const extensions = this.extensions
     let current = message
     for (let i = 0; i < extensions.length; i++) {
-      const result = extensions[i]!.processOutgoingMessage(current)
+      const extension = extensions[i]!
+      if (extension.outgoingUnchanged?.(current) === true) continue
+      const result = extension.processOutgoingMessage(current)
       if (completed(result)) {
         current = result.value
         continue
       }
       let effect = result
-      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, extensions[j]!.processOutgoingMessage)
+      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, outgoingHook(extensions[j]!))
       return this.holdingSendGate(Effect.flatMap(effect, (m) => this.enqueueMessage(m)), restore)
     }
     const size = this.options.outgoingFragmentSize

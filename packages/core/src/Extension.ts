@@ -33,6 +33,12 @@ export interface RsvBits {
  * during the call and return the result as `Effect.succeed`/`Effect.fail` (an `Exit`), which
  * the session takes without scheduling anything; work that must wait (a lock, I/O, a long
  * computation in steps) is returned as an ordinary effect.
+ *
+ * An extension that passes many messages through untouched (a compressor below its threshold)
+ * may say so up front with the optional `outgoingUnchanged`/`incomingUnchanged`: the session
+ * then skips the hook for a message they accept, and a message every installed extension passes
+ * through costs what it costs without extensions. Without them every message goes through both
+ * hooks.
  */
 export interface WebSocketExtension extends RsvBits {
   /** The factory key this extension was built from (used by `extension(factory)`). */
@@ -51,6 +57,25 @@ export interface WebSocketExtension extends RsvBits {
   readonly processIncomingMessage: (
     message: Message
   ) => Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError>
+  /**
+   * Optional: whether `processOutgoingMessage` would return `message` as it is (for
+   * permessage-deflate: a message it would not compress). The session asks at the point in
+   * message order where it would call the hook; for `true` it does not call the hook and takes
+   * the message unchanged (it still goes out after every message sent before it, and still gets
+   * fragmented by `outgoingFragmentSize`). Synchronous, cheap and free of side effects the hook
+   * relies on; it must not throw (a throw is a defect of the sender). Leave it out to have every
+   * outgoing message go through the hook.
+   */
+  readonly outgoingUnchanged?: (message: Message) => boolean
+  /**
+   * Optional: whether `processIncomingMessage` would return `message` as it is (for
+   * permessage-deflate: a message without RSV1). For `true` the session does not call the hook
+   * and takes the message unchanged; its size and UTF-8 checks stay exactly as without the
+   * extension (a message with an RSV bit is re-checked as after any extension). Synchronous,
+   * cheap, must not throw (a throw is a defect of the reader). Leave it out to have every
+   * incoming message go through the hook.
+   */
+  readonly incomingUnchanged?: (message: Message) => boolean
 }
 
 /** Builds a fresh extension instance per connection from a configuration. `key` identifies the kind. */

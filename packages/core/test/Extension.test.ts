@@ -213,3 +213,152 @@ describe("Extension API", () => {
       yield* close
     }))
 })
+
+const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
+const reversed = (m: Extension.Message, rsv1: boolean) =>
+  Frame.make(m._tag, true, rsv1, m.rsv2, m.rsv3, m.payload.slice().reverse())
+
+/**
+ * A toy compressor on RSV1 that records every hook call: it reverses outgoing messages starting
+ * with "r" (after 10 ms for "rslow…") and incoming RSV1 messages, and passes the rest through.
+ * With `declares` it says so through `outgoingUnchanged`/`incomingUnchanged`.
+ */
+const recording = (declares: boolean) => {
+  const calls = { outgoing: [] as Array<string>, incoming: [] as Array<string> }
+  const ext: Extension.WebSocketExtension = {
+    ...baseExtension("x-recording", { rsv1: true }),
+    processOutgoingMessage: (m) => {
+      const t = decode(m.payload)
+      calls.outgoing.push(t)
+      if (!t.startsWith("r")) return Effect.succeed(m)
+      return t.startsWith("rslow") ? Effect.as(Effect.sleep("10 millis"), reversed(m, true)) : Effect.succeed(reversed(m, true))
+    },
+    processIncomingMessage: (m) => {
+      calls.incoming.push(decode(m.payload))
+      return m.rsv1 ? Effect.succeed(reversed(m, false)) : Effect.succeed(m)
+    },
+    ...(declares ? { outgoingUnchanged: (m) => !decode(m.payload).startsWith("r"), incomingUnchanged: (m) => !m.rsv1 } : {})
+  }
+  return { ext, calls }
+}
+
+/**
+ * Appends `mark` in both directions (after a scheduler turn with `async`), yet claims to pass
+ * every message through when `claims`: a message it claims shows whether its hook was skipped.
+ */
+const marking = (key: string, mark: string, options: { readonly async?: boolean; readonly claims?: boolean }): Extension.WebSocketExtension => {
+  const append = (m: Extension.Message) => {
+    const out = Frame.make(m._tag, true, m.rsv1, m.rsv2, m.rsv3, new Uint8Array([...m.payload, ...utf8(mark)]))
+    return options.async === true ? Effect.as(Effect.yieldNow, out) : Effect.succeed(out)
+  }
+  return {
+    ...baseExtension(key, {}),
+    processOutgoingMessage: append,
+    processIncomingMessage: append,
+    ...(options.claims === true ? { outgoingUnchanged: () => true, incomingUnchanged: () => true } : {})
+  }
+}
+
+describe("Extension API: messages passed through unchanged (outgoingUnchanged, incomingUnchanged)", () => {
+  const exchange = (declares: boolean) =>
+    Effect.gen(function*() {
+      const { calls, ext } = recording(declares)
+      const { close, peer, session } = yield* setup([ext])
+      yield* session.send("plain")
+      yield* session.send("rev")
+      const a = yield* peer.next
+      const b = yield* peer.next
+      assert.deepStrictEqual([a, b].map((f) => [text(f), "rsv1" in f && f.rsv1]), [["plain", false], ["ver", true]])
+      yield* peer.send(Frame.text("hello"), Frame.text("olleh", { rsv1: true }))
+      const m1 = yield* session.receive
+      const m2 = yield* session.receive
+      assert.deepStrictEqual([m1, m2].map((m) => [decode(m.payload), m.rsv1]), [["hello", false], ["hello", false]])
+      yield* close
+      return calls
+    })
+
+  it.effect("a message the extension passes through skips its hook; every other message goes through it", () =>
+    Effect.gen(function*() {
+      const calls = yield* exchange(true)
+      assert.deepStrictEqual(calls, { outgoing: ["rev"], incoming: ["olleh"] })
+    }))
+
+  it.effect("an extension without outgoingUnchanged/incomingUnchanged gets every hook call, as before", () =>
+    Effect.gen(function*() {
+      const calls = yield* exchange(false)
+      assert.deepStrictEqual(calls, { outgoing: ["plain", "rev"], incoming: ["hello", "olleh"] })
+    }))
+
+  it.effect("a passed-through message sent while a slow hook holds the send gate goes out after it (FIFO)", () =>
+    Effect.gen(function*() {
+      const { calls, ext } = recording(true)
+      const { close, peer, session } = yield* setup([ext])
+      const first = yield* Effect.forkChild(session.send("rslow first"), { startImmediately: true })
+      const second = yield* Effect.forkChild(session.send("plain second"), { startImmediately: true })
+      const third = yield* Effect.forkChild(session.send("plain third"), { startImmediately: true })
+      yield* TestClock.adjust("10 millis")
+      for (const fiber of [first, second, third]) yield* Fiber.join(fiber)
+      assert.deepStrictEqual(
+        [yield* peer.next, yield* peer.next, yield* peer.next].map(text),
+        ["tsrif wolsr", "plain second", "plain third"]
+      )
+      yield* session.send("plain after")
+      assert.strictEqual(text(yield* peer.next), "plain after")
+      assert.deepStrictEqual(calls.outgoing, ["rslow first"])
+      yield* close
+    }))
+
+  it.effect("a message every extension passes through is still checked: UTF-8 (1007), size (1009), RSV bits re-checked", () =>
+    Effect.gen(function*() {
+      const passAll: Extension.WebSocketExtension = {
+        ...marking("x-pass", "!", { claims: true }),
+        rsv1: true
+      }
+      const a = yield* setup([passAll])
+      yield* a.peer.send(Frame.text("fine"), Frame.text(Uint8Array.from([0xc3, 0x28])))
+      assert.strictEqual(decode((yield* a.session.receive).payload), "fine")
+      assert.strictEqual((closeOf(yield* a.peer.next) as [number, string])[0], 1007)
+      yield* a.close
+      const b = yield* setup([passAll], { maxMessageSize: 4 })
+      yield* b.peer.send(Frame.binary(utf8("four")), Frame.binary(utf8("five!")))
+      assert.strictEqual(decode((yield* b.session.receive).payload), "four")
+      assert.strictEqual((closeOf(yield* b.peer.next) as [number, string])[0], 1009)
+      yield* b.close
+      // RSV1 skips the UTF-8 check as the frames arrive; passed through, it is checked afterwards.
+      const c = yield* setup([passAll])
+      yield* c.peer.send(Frame.text("é", { rsv1: true }), Frame.text(Uint8Array.from([0xc3, 0x28]), { rsv1: true }))
+      const kept = yield* c.session.receive
+      assert.deepStrictEqual([decode(kept.payload), kept.rsv1], ["é", true])
+      assert.strictEqual((closeOf(yield* c.peer.next) as [number, string])[0], 1007)
+      yield* c.close
+    }))
+
+  it.effect("with several extensions only those that do not pass a message through run, in order, also after an asynchronous hook", () =>
+    Effect.gen(function*() {
+      const chain = [marking("a", "A", {}), marking("b", "B", { claims: true }), marking("c", "C", {})]
+      const s1 = yield* setup(chain)
+      yield* s1.session.send("x")
+      assert.strictEqual(text(yield* s1.peer.next), "xAC")
+      yield* s1.peer.send(Frame.text("y"))
+      assert.strictEqual(decode((yield* s1.session.receive).payload), "yAC")
+      yield* s1.close
+      // The first hook completes later: the rest of the chain is an effect that still skips "b".
+      const s2 = yield* setup([marking("a", "A", { async: true }), marking("b", "B", { claims: true }), marking("c", "C", {})])
+      yield* s2.session.send("x")
+      assert.strictEqual(text(yield* s2.peer.next), "xAC")
+      yield* s2.peer.send(Frame.text("y"))
+      assert.strictEqual(decode((yield* s2.session.receive).payload), "yAC")
+      yield* s2.close
+    }))
+
+  it.effect("a passed-through message is still fragmented by outgoingFragmentSize", () =>
+    Effect.gen(function*() {
+      const { calls, ext } = recording(true)
+      const { close, peer, session } = yield* setup([ext], { outgoingFragmentSize: 2 })
+      yield* session.send("abcde")
+      const frames = [yield* peer.next, yield* peer.next, yield* peer.next]
+      assert.deepStrictEqual(frames.map((f) => [f._tag, text(f)]), [["Text", "ab"], ["Continuation", "cd"], ["Continuation", "e"]])
+      assert.deepStrictEqual(calls.outgoing, [])
+      yield* close
+    }))
+})

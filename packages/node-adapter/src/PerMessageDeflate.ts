@@ -31,6 +31,9 @@
  *   its inflated size (hostile-inputs H7). A message whose deflate stream ends (a block with
  *   BFINAL set) before its last byte is invalid (1002); one that ends exactly at its end resets
  *   the inflater, since the peer's next message starts a new stream.
+ * - Messages it leaves alone (outgoing ones it would not compress, incoming ones without RSV1)
+ *   are announced by `outgoingUnchanged`/`incomingUnchanged`: the session skips the hooks for
+ *   them, so a message below the threshold costs what it costs without the extension.
  * - Windows: zlib cannot deflate with an 8-bit window, so the negotiation never lets us agree to
  *   compress with 8 (RFC 7692 §7.1.2 lets the server decline such an offer, and the client
  *   never offers it). We inflate with at least a 9-bit window: a larger window than the peer's
@@ -73,7 +76,11 @@ export interface PerMessageDeflateConfig {
   readonly clientMaxWindowBits?: number
   /** Send messages whose payload is at most this many bytes uncompressed (default: compress every message). */
   readonly compressIfBiggerThan?: number
-  /** Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`). */
+  /**
+   * Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`). A
+   * predicate: it may be asked more than once about one message (the session asks whether the
+   * message passes through, then the hook compresses it).
+   */
   readonly compressIf?: (message: Extension.Message) => boolean
   /**
    * Largest inflated message in bytes (default `DEFAULT_MAX_MESSAGE_SIZE`); inflation stops as
@@ -93,6 +100,14 @@ export interface PerMessageDeflateExtension extends Extension.WebSocketExtension
   readonly allocatedContexts: number
   /** Frees the zlib contexts (idempotent; later use fails with `ExtensionError`). Never fails. */
   readonly release: Effect.Effect<void>
+  /**
+   * Whether an outgoing message goes out as it is: true unless the extension is negotiated and
+   * would compress it (RSV1 not yet set, larger than `compressIfBiggerThan`, `compressIf` holds).
+   * Never throws (unless `compressIf` does).
+   */
+  readonly outgoingUnchanged: (message: Extension.Message) => boolean
+  /** Whether an incoming message comes in as it is: true when RSV1 is clear (not compressed). Never throws. */
+  readonly incomingUnchanged: (message: Extension.Message) => boolean
 }
 
 // ---- node:zlib's native handle (not public API: checked once by `isSupported`) ----
@@ -528,6 +543,15 @@ class Instance implements PerMessageDeflateExtension {
     if (message.rsv1) return false
     if (message.payload.length <= this.threshold) return false
     return this.config.compressIf === undefined || this.config.compressIf(message)
+  }
+
+  // Methods (the session calls them on the extension), so an instance holds no closures for them.
+  outgoingUnchanged(message: Extension.Message): boolean {
+    return this.deflater === undefined || !this.shouldCompress(message)
+  }
+
+  incomingUnchanged(message: Extension.Message): boolean {
+    return !message.rsv1
   }
 
   readonly processOutgoingMessage = (

@@ -151,6 +151,52 @@ describe("PerMessageDeflate messages", () => {
       yield* ext.release
     }))
 
+  it.effect("outgoingUnchanged and incomingUnchanged hold exactly for the messages the hooks pass through", () =>
+    Effect.gen(function*() {
+      const unnegotiated = PerMessageDeflate.PerMessageDeflate.install({})
+      assert.isTrue(unnegotiated.outgoingUnchanged(Frame.text(sample(5000))), "nothing to compress with before negotiation")
+      const { ext } = serverInstance("permessage-deflate", { compressIfBiggerThan: 10, compressIf: (m) => m._tag === "Text" })
+      const messages = [
+        Frame.text("0123456789"),
+        Frame.text("0123456789a"),
+        Frame.binary(new Uint8Array(100)),
+        Frame.text("already compressed", { rsv1: true })
+      ]
+      for (const message of messages) {
+        const out = yield* ext.processOutgoingMessage(message)
+        assert.strictEqual(ext.outgoingUnchanged(message), out === message, textOf(message))
+      }
+      assert.deepStrictEqual(messages.map((m) => ext.outgoingUnchanged(m)), [true, false, true, true])
+      const plain = Frame.binary(new Uint8Array([1, 2, 3]))
+      assert.isTrue(ext.incomingUnchanged(plain))
+      assert.strictEqual(yield* ext.processIncomingMessage(plain), plain)
+      assert.isFalse(ext.incomingUnchanged(Frame.binary(new Uint8Array([1, 2, 3]), { rsv1: true })))
+      yield* ext.release
+    }))
+
+  it.effect("a small plain message sent right after a large compressed one arrives after it, both ways", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const config = { compressIfBiggerThan: 1023 }
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", extensions: PerMessageDeflate.extensions(config) })
+        .pipe(Scope.provide(scope))
+      const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${server.port}/`, {
+        extensions: PerMessageDeflate.extensions(config)
+      }).pipe(Scope.provide(scope))
+      // Compressing it takes several steps: the small ones are sent while the send gate is held.
+      const big = sample(PerMessageDeflate.STEP_BYTES * 3 + 5, 1)
+      const senders = [
+        yield* Effect.forkChild(session.send(big), { startImmediately: true }),
+        yield* Effect.forkChild(session.send("small 1"), { startImmediately: true }),
+        yield* Effect.forkChild(session.send(Buffer.from("small 2")), { startImmediately: true })
+      ]
+      for (const sender of senders) yield* Fiber.join(sender)
+      const received = [yield* session.receive, yield* session.receive, yield* session.receive]
+      assert.deepStrictEqual(received.map((m) => textOf(m).slice(0, 20)), [big.slice(0, 20), "small 1", `bin:${Buffer.from("small 2").toString("hex")}`])
+      assert.strictEqual(textOf(received[0]!), big)
+      yield* Scope.close(scope, Exit.void)
+    }))
+
   it.effect("H7: a deflate bomb stops at maxMessageSize without inflating it (FrameTooBig 1009); corrupt data is 1002", () =>
     Effect.gen(function*() {
       const bomb = Zlib.deflateRawSync(Buffer.alloc(256 * 1024 * 1024), { level: 9 }) // ~256 KB
