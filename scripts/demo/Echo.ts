@@ -3,7 +3,6 @@
  * binary as binary) until the peer closes; the session answers Pings and the Close itself.
  */
 import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
-import { Stream } from "effect"
 
-/** Echoes every message of `session` until it ends. Fails with the session's send errors. */
-export const echo = (session: WebSocketSession) => Stream.runForEach(session.messages, (message) => session.sendFrame(message))
+/** Echoes every message of `session` until it ends. Fails with the session's send errors, or how it ended if not normally. */
+export const echo = (session: WebSocketSession) => session.consumeEach((message) => session.sendFrame(message))

@@ -7,7 +7,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { PerMessageDeflate, WebSocketClient } from "@effect-ws/node-adapter"
-import { Effect, Stream } from "effect"
+import { Effect } from "effect"
 
 /** Close codes that count as a clean end. */
 const CLEAN = new Set([1000, 1001, 1005])
@@ -16,7 +16,7 @@ const CLEAN = new Set([1000, 1001, 1005])
 export const echoClient = (url: string) =>
   Effect.gen(function*() {
     const { session } = yield* WebSocketClient.connect(url, { extensions: PerMessageDeflate.extensions() })
-    yield* Stream.runForEach(session.messages, (message) => session.sendFrame(message))
+    yield* session.consumeEach((message) => session.sendFrame(message))
     return yield* session.awaitClose
   }).pipe(Effect.scoped)
 

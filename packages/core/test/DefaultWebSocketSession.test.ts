@@ -1260,6 +1260,72 @@ describe("incoming inbox", () => {
       }
     }))
 
+  it.effect("consumeEach runs f on every message in order, one after another, and succeeds on a normal close", () =>
+    Effect.gen(function*() {
+      for (const mode of ["inbox", "queue"] as const) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        if (mode === "queue") assert.isDefined(session.incoming)
+        const got: Array<string> = []
+        const gate = yield* Deferred.make<void>()
+        const consumer = yield* Effect.forkChild(
+          session.consumeEach((m) => {
+            const t = payloadText(m)
+            // "a" waits for the gate; "b" completes during the call (an Exit); "c" after a yield.
+            if (t === "a") return Effect.andThen(Deferred.await(gate), Effect.sync(() => got.push(`${t} done`)))
+            got.push(t)
+            return t === "b" ? Effect.void : Effect.yieldNow
+          }),
+          { startImmediately: true }
+        )
+        yield* peer.send(Frame.text("a"), Frame.text("b"), Frame.binary(utf8("c")))
+        yield* settle
+        assert.deepStrictEqual(got, [], `${mode}: "b" waits until f's effect for "a" completed`)
+        yield* Deferred.succeed(gate, undefined)
+        yield* settle
+        assert.deepStrictEqual(got, ["a done", "b", "c"], mode)
+        assert.isTrue(isWaiting(consumer), `${mode}: waits for more`)
+        yield* peer.send(Frame.text("d"), Frame.close(CloseReason.CloseReason(1000)))
+        yield* settle
+        assert.deepStrictEqual(got, ["a done", "b", "c", "d"], mode)
+        assert.deepStrictEqual(consumer.pollUnsafe(), Exit.void, `${mode}: a normal close ends it`)
+        // Started after the end, it ends at once.
+        assert.deepStrictEqual(yield* now(session.consumeEach(() => Effect.void)), Exit.void, mode)
+        yield* closeAndCheck
+      }
+    }))
+
+  it.effect("consumeEach fails with any other end after the earlier messages, and with f's first failure", () =>
+    Effect.gen(function*() {
+      for (const readIncoming of [false, true]) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        if (readIncoming) assert.isDefined(session.incoming)
+        yield* peer.send(Frame.text("a"))
+        yield* peer.transport.end
+        yield* settle
+        const got: Array<string> = []
+        const exit = yield* now(session.consumeEach((m) => Effect.sync(() => got.push(payloadText(m)))))
+        assert.deepStrictEqual(got, ["a"])
+        const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
+        assert.strictEqual(error?._tag === "Some" ? error.value._tag : "none", "AbnormalClosure", `incoming read: ${readIncoming}`)
+        yield* closeAndCheck
+      }
+      for (const failing of ["during the call", "later"] as const) {
+        const { session, peer, closeAndCheck } = yield* setup()
+        yield* peer.send(Frame.text("a"), Frame.text("b"), Frame.text("c"))
+        yield* settle
+        const got: Array<string> = []
+        const exit = yield* now(session.consumeEach((m) => {
+          const t = payloadText(m)
+          got.push(t)
+          if (t !== "b") return Effect.void
+          return failing === "later" ? Effect.andThen(Effect.yieldNow, Effect.fail("boom" as const)) : Effect.fail("boom" as const)
+        }))
+        assert.deepStrictEqual(got, ["a", "b"], failing)
+        assert.deepStrictEqual(exit, Exit.fail("boom"), failing)
+        yield* closeAndCheck
+      }
+    }))
+
   it.effect("messages fails with any other end (EOF without Close), before and after incoming was read", () =>
     Effect.gen(function*() {
       for (const readIncoming of [false, true]) {

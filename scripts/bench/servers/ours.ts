@@ -10,14 +10,14 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { PerMessageDeflate, WebSocketServer } from "@effect-ws/node-adapter"
-import { Effect, Stream } from "effect"
+import { Effect } from "effect"
 import { emit, HOST, serve, serverHandlers } from "../ipc.ts"
 
 const deflate = process.env["BENCH_DEFLATE"] === "1"
 
 const program = Effect.gen(function*() {
   const server = yield* WebSocketServer.make(
-    (session) => Stream.runForEach(session.messages, (message) => session.sendFrame(message)),
+    (session) => session.consumeEach((message) => session.sendFrame(message)),
     {
       host: HOST,
       port: 0,
