@@ -921,7 +921,10 @@ class Session implements WebSocketSession, FrameHandler {
       this.failSession(new ChannelOverflow({ channel: "incoming", capacity: config.capacity }))
       return undefined
     }
-    if (inbox.hasQueue) return inbox.offerWaiting(message)
+    // On the `incoming` queue, an offer waiting for room would outlast the session (a failed queue
+    // keeps it until its messages are taken): it gives up when the session ends, as `deliver`
+    // drops a message that arrives after the end.
+    if (inbox.hasQueue) return Effect.raceFirst(inbox.offerWaiting(message), Effect.asVoid(Deferred.await(this.closeReason)))
     return Effect.andThen(inbox.waitForRoom, Effect.suspend(() => this.deliver(message) ?? Effect.void))
   }
 

@@ -398,6 +398,30 @@ describe("DefaultWebSocketSession: closing (every ending path completes closeRea
       yield* closeAndCheck
     }))
 
+  it.effect("H13 with a full incoming queue: the reader waiting to offer a message stops when the session ends (not at scope close)", () =>
+    Effect.gen(function*() {
+      for (const mode of ["queue", "inbox"] as const) {
+        const { session, peer, closeAndCheck } = yield* setup({
+          session: { closeTimeout: "3 seconds" },
+          raw: { channels: { incoming: { capacity: 1, overflow: "suspend" }, outgoing: { capacity: 8, overflow: "suspend" } } }
+        })
+        if (mode === "queue") assert.isDefined(session.incoming)
+        // One message fills the queue; the reader then waits to offer the second and reads nothing more.
+        yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"))
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        yield* session.close()
+        assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
+        yield* TestClock.adjust("3 seconds")
+        assert.deepStrictEqual(yield* reasonOf(session), { code: 1006, message: "Close handshake timed out" }, mode)
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        for (const f of session.fibers()) assert.isDefined(f.pollUnsafe(), `${mode}: a session fiber still runs after the end`)
+        // The message taken before the end is still there; nothing after the end is delivered.
+        assert.strictEqual(text(yield* session.receive), "1", mode)
+        assert.strictEqual((yield* Effect.flip(session.receive))._tag, "CloseTimeout", mode)
+        yield* closeAndCheck
+      }
+    }))
+
   it.effect("H13 the peer sends Close and never reads our reply: the transport is destroyed after closeTimeout", () =>
     Effect.gen(function*() {
       const { session, peer, closeAndCheck } = yield* setup({ session: { closeTimeout: "1 second" }, kit: { highWaterMark: 0 } })
