@@ -1318,21 +1318,8 @@ describe("incoming inbox", () => {
       }
     }))
 
-  it.effect("consumeEach fails with any other end after the earlier messages, and with f's first failure", () =>
+  it.effect("consumeEach fails with f's first failure, and runs f on no later message", () =>
     Effect.gen(function*() {
-      for (const readIncoming of [false, true]) {
-        const { session, peer, closeAndCheck } = yield* setup()
-        if (readIncoming) assert.isDefined(session.incoming)
-        yield* peer.send(Frame.text("a"))
-        yield* peer.transport.end
-        yield* settle
-        const got: Array<string> = []
-        const exit = yield* now(session.consumeEach((m) => Effect.sync(() => got.push(payloadText(m)))))
-        assert.deepStrictEqual(got, ["a"])
-        const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
-        assert.strictEqual(error?._tag === "Some" ? error.value._tag : "none", "AbnormalClosure", `incoming read: ${readIncoming}`)
-        yield* closeAndCheck
-      }
       for (const failing of ["during the call", "later"] as const) {
         const { session, peer, closeAndCheck } = yield* setup()
         yield* peer.send(Frame.text("a"), Frame.text("b"), Frame.text("c"))
@@ -1350,23 +1337,23 @@ describe("incoming inbox", () => {
       }
     }))
 
-  it.effect("messages fails with any other end (EOF without Close), before and after incoming was read", () =>
+  it.effect("messages and consumeEach fail with any other end (EOF without Close), before and after incoming was read", () =>
     Effect.gen(function*() {
-      for (const readIncoming of [false, true]) {
-        const { session, peer, closeAndCheck } = yield* setup()
-        if (readIncoming) assert.isDefined(session.incoming)
-        yield* peer.send(Frame.text("a"))
-        yield* peer.transport.end
-        yield* settle
-        const got: Array<string> = []
-        const exit = yield* now(Stream.runForEach(session.messages, (m) => Effect.sync(() => got.push(payloadText(m)))))
-        assert.deepStrictEqual(got, ["a"])
-        assert.isTrue(Exit.isFailure(exit))
-        if (Exit.isFailure(exit)) {
-          const error = Cause.findErrorOption(exit.cause)
-          assert.strictEqual(error._tag === "Some" ? error.value._tag : "none", "AbnormalClosure", `incoming read: ${readIncoming}`)
+      for (const consumer of ["messages", "consumeEach"] as const) {
+        for (const readIncoming of [false, true]) {
+          const { session, peer, closeAndCheck } = yield* setup()
+          if (readIncoming) assert.isDefined(session.incoming)
+          yield* peer.send(Frame.text("a"))
+          yield* peer.transport.end
+          yield* settle
+          const got: Array<string> = []
+          const f = (m: Frame.Text | Frame.Binary) => Effect.sync(() => got.push(payloadText(m)))
+          const exit = yield* now(consumer === "messages" ? Stream.runForEach(session.messages, f) : session.consumeEach(f))
+          assert.deepStrictEqual(got, ["a"])
+          const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
+          assert.strictEqual(error?._tag === "Some" ? error.value._tag : "none", "AbnormalClosure", `${consumer}, incoming read: ${readIncoming}`)
+          yield* closeAndCheck
         }
-        yield* closeAndCheck
       }
     }))
 })

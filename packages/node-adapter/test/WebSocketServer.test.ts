@@ -23,6 +23,20 @@ const wsClient = (url: string, protocols: ReadonlyArray<string> = [], options: W
     ({ ws }) => Effect.sync(() => ws.terminate())
   )
 
+/** A TLS connection to `localhost` on `port` trusting `ca`, once its TLS handshake completed (destroyed with the scope). */
+const connectTls = (port: number, ca: string | Buffer) =>
+  Effect.acquireRelease(
+    Effect.callback<Tls.TLSSocket, Error>((resume) => {
+      const socket = Tls.connect({ host: "127.0.0.1", port, servername: "localhost", ca })
+      socket.once("secureConnect", () => {
+        socket.on("error", () => {})
+        resume(Effect.succeed(socket))
+      })
+      socket.once("error", (error) => resume(Effect.fail(error)))
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
+
 describe("WebSocketServer", () => {
   it.live("echoes text and binary to a `ws` client, fragmented or not, and closes 1000 when the client closes", () =>
     Effect.gen(function*() {
@@ -316,15 +330,7 @@ describe("WebSocketServer, wss:// (tls)", () => {
       yield* eventually(() => server.connections() === 0)
       // Completes TLS, then sends nothing: the same deadline, from the TCP accept, covers both phases.
       const securedStart = Date.now()
-      const secured = yield* Effect.acquireRelease(
-        Effect.callback<Tls.TLSSocket, Error>((resume) => {
-          const socket = Tls.connect({ host: "127.0.0.1", port: server.port, servername: "localhost", ca })
-          socket.once("secureConnect", () => resume(Effect.succeed(socket)))
-          socket.once("error", (error) => resume(Effect.fail(error)))
-        }),
-        (socket) => Effect.sync(() => socket.destroy())
-      )
-      secured.on("error", () => {})
+      const secured = yield* connectTls(server.port, ca)
       assert.strictEqual(server.connections(), 1)
       assert.isTrue(yield* awaitClosed(secured))
       const securedAfter = Date.now() - securedStart
@@ -362,15 +368,7 @@ describe("WebSocketServer, wss:// (tls)", () => {
         { host: "127.0.0.1", tls }
       )
       const upgraded = Effect.gen(function*() {
-        const socket = yield* Effect.acquireRelease(
-          Effect.callback<Tls.TLSSocket, Error>((resume) => {
-            const socket = Tls.connect({ host: "127.0.0.1", port: server.port, servername: "localhost", ca })
-            socket.once("secureConnect", () => resume(Effect.succeed(socket)))
-            socket.once("error", (error) => resume(Effect.fail(error)))
-          }),
-          (socket) => Effect.sync(() => socket.destroy())
-        )
-        socket.on("error", () => {})
+        const socket = yield* connectTls(server.port, ca)
         socket.write(upgradeRequest("/"))
         const head = yield* readUntil(socket, (received) => received.includes("\r\n\r\n"))
         assert.include(head, "HTTP/1.1 101")
