@@ -152,7 +152,25 @@ interface Connection {
   socketClosed: boolean
   /** The transport, from its creation until its session started (the session owns it from then on). */
   transport: NodeTransport.NodeTransport | undefined
+  /** The scope of the connection's fiber, from the upgrade on. */
+  scope: Scope.Closeable | undefined
+  /** The upgrade request, from the `upgrade` event until the connection's fiber took it (nothing keeps it after). */
+  upgrade: Upgrade | undefined
 }
+
+/** What a connection's fiber starts from: the upgrade request, the bytes after its head, and the handshake if decided already. */
+interface Upgrade {
+  readonly request: Http.IncomingMessage
+  readonly head: Buffer
+  readonly decided: ServerHandshake.NegotiatedUpgrade | undefined
+}
+
+/**
+ * The connection a fiber runs, in its context: every connection's fiber runs the same effect
+ * (one per server), which finds its connection here, so that no closure per connection stays on
+ * the fiber's stack for the connection's lifetime.
+ */
+class CurrentConnection extends Context.Service<CurrentConnection, Connection>()("effect-ws/WebSocketServer/CurrentConnection") {}
 
 const kConnection: unique symbol = Symbol("effect-ws/connection")
 
@@ -270,7 +288,9 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
       fiber: undefined,
       session: undefined,
       socketClosed: false,
-      transport: undefined
+      transport: undefined,
+      scope: undefined,
+      upgrade: undefined
     }
     socket[kConnection] = connection
     connections.add(connection)
@@ -366,8 +386,66 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     })
   }
 
+  /** The start of a connection's fiber: the handshake (decided already, or now), then `serve`. */
+  const upgradeConnection = (connection: Connection): Effect.Effect<void, unknown, R | RV | Scope.Scope> => {
+    const upgrade = connection.upgrade!
+    connection.upgrade = undefined
+    const socket = connection.socket
+    const negotiated = upgrade.decided
+    if (negotiated !== undefined) {
+      if (negotiated.extensions.length === 0) {
+        // `writeAccepted` without an effect around it (it adds a finalizer only for extensions).
+        if (!socket.destroyed) socket.write(negotiated.response, "latin1")
+        return serve(connection, { info: negotiated.info, protocol: negotiated.protocol, extensions: negotiated.extensions }, upgrade.head)
+      }
+      return Effect.flatMap(
+        ServerHandshake.writeAccepted(socket, negotiated, connection.scope!),
+        (accepted) => serve(connection, accepted, upgrade.head)
+      )
+    }
+    if (options.path !== undefined && pathOf(upgrade.request.url) !== options.path) {
+      return ServerHandshake.writeRejection(socket, Handshake.makeRejection(404, "Not Found"))
+    }
+    return Effect.flatMap(
+      ServerHandshake.accept(upgrade.request, socket, options),
+      (accepted) => serve(connection, accepted, upgrade.head)
+    )
+  }
+
+  /** The connection's end: `session.run`'s ending for the handler's exit, the scope, then a debug log of a failure. */
+  const endConnection = (connection: Connection, exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
+    const session = connection.session
+    const transport = connection.transport
+    connection.transport = undefined
+    connection.upgrade = undefined // a fiber interrupted before it started
+    const closed = Effect.suspend(() => {
+      if (connection.session !== undefined) {
+        connection.session = undefined
+        openSessions--
+      }
+      return Effect.andThen(Scope.close(connection.scope!, exit), Effect.sync(() => {
+        connection.fiber = undefined
+        connection.scope = undefined
+        if (connection.socketClosed) connections.delete(connection)
+      }))
+    })
+    const logged = Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
+      ? Effect.andThen(closed, Effect.logDebug("WebSocket connection ended with an error", exit.cause))
+      : closed
+    // `run` with the handler's exit as its handler: it closes (1000/1011) and waits exactly as if it had run the handler.
+    if (session !== undefined) return Effect.andThen(Effect.exit(session.run(() => exit)), logged)
+    // A transport whose session could not start: destroyed first, as the session's finalizer would have.
+    return transport === undefined ? logged : Effect.andThen(transport.destroy, logged)
+  }
+
+  /** What every connection's fiber runs (see `CurrentConnection`). */
+  const connectionProgram: Effect.Effect<void, unknown, R | RV | Scope.Scope | CurrentConnection> = Effect.onExit(
+    Effect.contextWith((services: Context.Context<CurrentConnection>) => upgradeConnection(Context.get(services, CurrentConnection))),
+    (exit) => Effect.contextWith((services: Context.Context<CurrentConnection>) => endConnection(Context.get(services, CurrentConnection), exit))
+  )
+
   /**
-   * One connection, run in its own fiber whose context holds the connection's scope and log
+   * One connection, run in its own fiber whose context holds the connection, its scope and its log
    * annotations (built once here instead of `Effect.scoped` / `Effect.annotateLogs` layers on the
    * fiber's stack). The request is only read before the handshake completes: nothing here keeps it
    * (the handler's `AcceptedUpgrade` does, for as long as the handler holds it).
@@ -380,7 +458,7 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
     }
     const scope = Scope.makeUnsafe()
     // Without a `verify` hook the handshake is decided here, synchronously (no effect for it);
-    // a rejection, or anything thrown by the application's hooks, takes the effectful path below
+    // a rejection, or anything thrown by the application's hooks, takes the effectful path
     // (which decides again, and answers, fails or dies the same way as with a hook).
     let decided: ServerHandshake.NegotiatedUpgrade | undefined = undefined
     if (options.verify === undefined && (options.path === undefined || pathOf(request.url) === options.path)) {
@@ -391,68 +469,16 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
         decided = undefined
       }
     }
-    // Handed to the handshake once and forgotten: the fiber's stack (the `onExit` below) keeps
-    // this effect for the whole connection, so it must not keep the request or the head buffer.
-    let pendingRequest: Http.IncomingMessage | undefined = request
-    let pendingHead: Buffer | undefined = head
-    let pendingDecision = decided
-    const effect: Effect.Effect<void, unknown, R | RV | Scope.Scope> = decided !== undefined
-      ? Effect.suspend(() => {
-        const negotiated = pendingDecision!
-        const initialBytes = pendingHead!
-        pendingDecision = undefined
-        pendingRequest = undefined
-        pendingHead = undefined
-        if (negotiated.extensions.length === 0) {
-          // `writeAccepted` without an effect around it (it adds a finalizer only for extensions).
-          if (!socket.destroyed) socket.write(negotiated.response, "latin1")
-          return serve(connection, { info: negotiated.info, protocol: negotiated.protocol, extensions: negotiated.extensions }, initialBytes)
-        }
-        return Effect.flatMap(
-          ServerHandshake.writeAccepted(socket, negotiated, scope),
-          (accepted) => serve(connection, accepted, initialBytes)
-        )
-      })
-      : Effect.suspend(() => {
-      const upgrade = pendingRequest!
-      const initialBytes = pendingHead!
-      pendingRequest = undefined
-      pendingHead = undefined
-      if (options.path !== undefined && pathOf(upgrade.url) !== options.path) {
-        return ServerHandshake.writeRejection(socket, Handshake.makeRejection(404, "Not Found"))
-      }
-      return Effect.flatMap(
-        ServerHandshake.accept(upgrade, socket, options),
-        (accepted) => serve(connection, accepted, initialBytes)
-      )
-    })
-    /** The connection's end: `session.run`'s ending for the handler's exit, the scope, then a debug log of a failure. */
-    const ended = (exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
-      const session = connection.session
-      const transport = connection.transport
-      connection.transport = undefined
-      const closed = Effect.suspend(() => {
-        if (connection.session !== undefined) {
-          connection.session = undefined
-          openSessions--
-        }
-        return Effect.andThen(Scope.close(scope, exit), Effect.sync(() => {
-          connection.fiber = undefined
-          if (connection.socketClosed) connections.delete(connection)
-        }))
-      })
-      const logged = Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
-        ? Effect.andThen(closed, Effect.logDebug("WebSocket connection ended with an error", exit.cause))
-        : closed
-      // `run` with the handler's exit as its handler: it closes (1000/1011) and waits exactly as if it had run the handler.
-      if (session !== undefined) return Effect.andThen(Effect.exit(session.run(() => exit)), logged)
-      // A transport whose session could not start: destroyed first, as the session's finalizer would have.
-      return transport === undefined ? logged : Effect.andThen(transport.destroy, logged)
-    }
+    connection.scope = scope
+    connection.upgrade = { request, head, decided }
     const annotations = connectionAnnotations(baseAnnotations, socket, request.url ?? "")
     const fiber = Effect.runForkWith(
-      Context.add(Context.add(context, Scope.Scope, scope), References.CurrentLogAnnotations, annotations)
-    )(Effect.onExit(effect, ended))
+      Context.add(
+        Context.add(Context.add(context, Scope.Scope, scope), References.CurrentLogAnnotations, annotations),
+        CurrentConnection,
+        connection
+      )
+    )(connectionProgram)
     // node:http removed its `error` listener before the upgrade event: until a transport has its
     // own (`serve`, often already done synchronously above), errors just end the handshake.
     if (socket.listenerCount("error") === 0) socket.on("error", ignore)
