@@ -57,6 +57,13 @@ const TAGS: ReadonlyArray<Frame.Frame["_tag"]> = [
 const rsvMask = (allowed: AllowedRsv | undefined): number =>
   (allowed?.rsv1 ? 0x40 : 0) | (allowed?.rsv2 ? 0x20 : 0) | (allowed?.rsv3 ? 0x10 : 0)
 
+/** Bits of `FrameParser.bits` (the RSV bits allowed on data frames are kept as they are, 0x70). */
+const MASKED = 1
+const EXPECT_MASKED = 2
+const MESSAGE_OPEN = 4
+const VIEWED = 8
+const ALLOWED_RSV = 0x70
+
 /**
  * The incremental parser. One instance reads one direction of one connection. After a
  * violation it is dead: every later `push` returns the same violation and parses nothing.
@@ -64,16 +71,18 @@ const rsvMask = (allowed: AllowedRsv | undefined): number =>
 export class FrameParser {
   /** Largest accepted payload of one frame; may be changed between pushes. */
   maxFrameSize: number
-  private readonly expectMasked: boolean
-  private readonly allowedRsv: number
   private readonly allocate: (size: number) => Uint8Array
   private failure: ProtocolViolation | undefined = undefined
-  /** A fragmented data message is open (its first frame had fin = 0). */
-  private messageOpen = false
+  /**
+   * The parser's booleans and settings in one number: `EXPECT_MASKED` (server role), the RSV bits
+   * extensions allow (`ALLOWED_RSV`), `MESSAGE_OPEN` (a fragmented data message is open: its first
+   * frame had fin = 0), `MASKED` (the frame being read is masked) and `VIEWED` (a frame appended
+   * by the last `push` is a view of that push's chunk).
+   */
+  private bits: number
 
   // Header of the frame being read.
   private b0 = 0
-  private masked = false
   private headerSize = 0
   private payloadLength = 0
   private maskKey = 0
@@ -83,14 +92,23 @@ export class FrameParser {
   /** Payload being assembled while a frame spans chunks. */
   private payload: Uint8Array | undefined = undefined
   private payloadFilled = 0
-  /** A frame appended by the last `push` is a view of that push's chunk. */
-  private viewed = false
 
   constructor(options: FrameParserOptions) {
-    this.expectMasked = options.role === "server"
     this.maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE
-    this.allowedRsv = rsvMask(options.allowedRsv)
     this.allocate = options.allocate ?? zeroed
+    this.bits = (options.role === "server" ? EXPECT_MASKED : 0) | rsvMask(options.allowedRsv)
+  }
+
+  private get expectMasked(): boolean {
+    return (this.bits & EXPECT_MASKED) !== 0
+  }
+
+  private get masked(): boolean {
+    return (this.bits & MASKED) !== 0
+  }
+
+  private get messageOpen(): boolean {
+    return (this.bits & MESSAGE_OPEN) !== 0
   }
 
   /** The violation that stopped this parser, if any. */
@@ -114,7 +132,7 @@ export class FrameParser {
    * the caller may reuse or free it (see `Transport.release` in core).
    */
   get viewsLastChunk(): boolean {
-    return this.viewed
+    return (this.bits & VIEWED) !== 0
   }
 
   /** Whether a fragmented message is open (a later frame must be a Continuation). */
@@ -127,7 +145,7 @@ export class FrameParser {
    * `undefined`. Frames completed before a violation are still appended, in order.
    */
   push(chunk: Uint8Array, out: Array<Frame.Frame>): ProtocolViolation | undefined {
-    this.viewed = false
+    this.bits &= ~VIEWED
     if (this.failure !== undefined) return this.failure
     const end = chunk.length
     let pos = 0
@@ -171,7 +189,7 @@ export class FrameParser {
     const rsv = b0 & 0x70
     const len7 = b1 & 0x7f
     this.b0 = b0
-    this.masked = (b1 & 0x80) !== 0
+    this.bits = (this.bits & ~MASKED) | (b1 >>> 7) // MASKED is bit 0
     if (!isDefinedOpcode(opcode)) {
       return this.fail(violation("ReservedOpcode", 1002, `Reserved opcode ${opcode}`))
     }
@@ -182,7 +200,7 @@ export class FrameParser {
         return this.fail(violation("ControlFrameTooLarge", 1002, "Control frame payload over 125 bytes"))
       }
     } else {
-      if ((rsv & ~this.allowedRsv) !== 0) {
+      if ((rsv & ~(this.bits & ALLOWED_RSV)) !== 0) {
         return this.fail(violation("ReservedBits", 1002, "RSV bits set without a negotiated extension"))
       }
       if (opcode === Opcode.Continuation) {
@@ -192,7 +210,7 @@ export class FrameParser {
       } else if (this.messageOpen) {
         return this.fail(violation("UnfinishedMessage", 1002, "New data frame while a fragmented message is open"))
       }
-      this.messageOpen = !fin
+      this.bits = fin ? this.bits & ~MESSAGE_OPEN : this.bits | MESSAGE_OPEN
     }
     if (this.masked !== this.expectMasked) {
       return this.fail(
@@ -275,7 +293,7 @@ export class FrameParser {
     if (available >= length) {
       const payload = chunk.subarray(pos, pos + length)
       if (this.masked) mask(payload, this.maskKey)
-      this.viewed = true
+      this.bits |= VIEWED
       this.emit(payload, out)
       return pos + length
     }

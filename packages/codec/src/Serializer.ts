@@ -132,7 +132,10 @@ const writeHeader = (
   return p
 }
 
-/** Serializes frames for one direction of one connection. */
+/**
+ * Serializes frames. Its only state is a pool of random bytes for masking keys, so one instance
+ * can serve any number of connections (the session writers share one masking and one plain).
+ */
 export class Serializer {
   private readonly masking: boolean
   private readonly random: RandomSource

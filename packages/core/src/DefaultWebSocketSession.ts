@@ -26,6 +26,7 @@ import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
 import type * as Arr from "effect/Array"
 import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Queue, Scheduler, Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
+import { defineFlags } from "./internal/flags.ts"
 import {
   ChannelOverflow,
   CloseTimeout,
@@ -277,89 +278,175 @@ const TAKE_EACH = 1
 const TAKE_PULL = 2
 type TakeKind = typeof TAKE_ONE | typeof TAKE_EACH | typeof TAKE_PULL
 
-/** A fiber waiting in `Inbox.take`. */
+/** Resumes a fiber waiting in `Inbox.takeEffect`. */
+type Resume = (effect: Effect.Effect<any, any>) => void
+
+/** A fiber waiting in `Inbox.takeEffect` behind the first one. */
 interface Taker {
   readonly kind: TakeKind
-  readonly resume: (effect: Effect.Effect<any, any>) => void
+  readonly resume: Resume
+}
+
+/** Bits of `Inbox.flags` (the session's booleans and the first taker's kind, in one number). */
+const TAKER_KIND = 3 // the two low bits: the `TakeKind` of `taker`
+const WAKE_SCHEDULED = 1 << 2
+const HAS_QUEUE = 1 << 3
+const INBOX_ENDED = 1 << 4
+const HANDLER_ENDED = 1 << 5
+const FINISHED = 1 << 6
+const CLOSER_STARTED = 1 << 7
+const SCOPE_CLOSING = 1 << 8
+const DISCARDING = 1 << 9
+const SEND_GATE_BUSY = 1 << 10
+
+/**
+ * The rarely used state of a session, in one object created when first needed (closing, a
+ * pinger, a second taker, a full inbox, a fragmented message, …): an idle session has none.
+ */
+class Extra {
+  // ---- Inbox ----
+  /** Why the session ended: takers get it once the buffered messages are taken. */
+  end: SessionError | undefined = undefined
+  /** Takers waiting behind `Inbox.taker` (rare: two fibers taking at once). */
+  moreTakers: Array<Taker> | undefined = undefined
+  /** Producers waiting for room (policy `"suspend"`), woken when messages are taken. */
+  roomWaiters: Array<() => void> | undefined = undefined
+  /** The real queue, once `incoming` was read. */
+  realQueue: Queue.Queue<Message, SessionError> | undefined = undefined
+
+  // ---- Session ----
+  /** `closeReason`, created when first read (completed at once if the session already ended). */
+  closeReasonDeferred: Deferred.Deferred<CloseReason.CloseReason> | undefined = undefined
+  /** The reason the session ended with, once it did. */
+  endReason: CloseReason.CloseReason | undefined = undefined
+  /** Created only to wait for the end of the incoming frames (`onEnd`). */
+  handlerDoneDeferred: Deferred.Deferred<void> | undefined = undefined
+  /** The reason of the Close we sent first, when we initiated the close handshake. */
+  sentFirst: CloseReason.CloseReason | undefined = undefined
+  /** Senders waiting for the send gate (see `Session.sendMessage`). */
+  sendGateWaiters: Array<() => void> | undefined = undefined
+  /** A failure caused by the peer's input, held back until the application took the earlier messages. */
+  pendingFailure: { readonly error: SessionError; readonly reason: CloseReason.CloseReason } | undefined = undefined
+  /** Fibers besides the raw ones (pinger, closer, a queue pump). */
+  ownFibers: Array<Fiber.Fiber<unknown, unknown>> | undefined = undefined
+  pingerFiber: Fiber.Fiber<void> | undefined = undefined
+  closerFiber: Fiber.Fiber<void> | undefined = undefined
+  /** The Pong payload the pinger waits for, and how it is told. */
+  awaitedPong: Uint8Array | undefined = undefined
+  pongArrived: Deferred.Deferred<void> | undefined = undefined
+  /** The reassembly state, created with the first fragmented message (most sessions never see one). */
+  assembly: Assembly | undefined = undefined
+}
+
+/** The functions a session hands out (bound to it), created when first used, in one object. */
+class Bound {
+  /** The inbox's wake-up task (see `Inbox.scheduleWake`). */
+  wakeTask: (() => void) | undefined = undefined
+  send: WebSocketSession["send"] | undefined = undefined
+  sendFrame: WebSocketSession["sendFrame"] | undefined = undefined
+  close: WebSocketSession["close"] | undefined = undefined
+  closeExceptionally: WebSocketSession["closeExceptionally"] | undefined = undefined
+  run: WebSocketSession["run"] | undefined = undefined
 }
 
 /**
- * The session's incoming messages, kept small while idle: an array (absent when empty), the error
- * that ended the session, and the fibers waiting to take, woken from a scheduler task (as `Queue`
- * wakes its takers, so messages that arrive together are taken together). `receive` and `messages`
- * take from here. The first read of the session's `incoming` creates the real `Queue` (same
- * capacity), moves the buffered messages and the end into it, and from then on every operation
- * here forwards to that queue.
+ * The session's incoming messages (the base class of `Session`, so they cost no object of their
+ * own), kept small while idle: an array (absent when empty), the first waiting taker (its kind in
+ * `flags`), and the rest in `Extra`: the error that ended the session and any further takers.
+ * Takers are woken from a scheduler task (as `Queue` wakes its takers, so messages that arrive
+ * together are taken together). `receive` and `messages` take from here. The first read of the
+ * session's `incoming` creates the real `Queue` (same capacity), moves the buffered messages and
+ * the end into it, and from then on every operation here forwards to that queue.
  */
-class Inbox {
-  readonly config: ChannelsConfig.ChannelConfig
-  private readonly services: Context.Context<never>
+abstract class Inbox {
+  /** The services the session was made with (the queue, the wake-up dispatcher and the scope come from them). */
+  protected readonly services: Context.Context<never>
   /** Buffered messages from `head` on (taken slots are cleared); `undefined` when none. */
   private items: Array<Message | undefined> | undefined = undefined
   private head = 0
-  /** Why the session ended: takers get it once the buffered messages are taken. */
-  private end: SessionError | undefined = undefined
-  /** The first waiting taker, and any others after it (rare: two fibers taking at once). */
-  private taker: Taker | undefined = undefined
-  private moreTakers: Array<Taker> | undefined = undefined
-  /** Producers waiting for room (policy `"suspend"`), woken when messages are taken. */
-  private roomWaiters: Array<() => void> | undefined = undefined
-  private wakeScheduled = false
-  private wakeTask: (() => void) | undefined = undefined
-  /** The real queue, once `queue` was read. */
-  private realQueue: Queue.Queue<Message, SessionError> | undefined = undefined
+  /** The first waiting taker (its kind is `flags & TAKER_KIND`); any others are in `Extra.moreTakers`. */
+  private taker: Resume | undefined = undefined
+  /** Booleans of the inbox and the session, one bit each (accessors defined by `defineFlags` below). */
+  protected flags = 0
+  /** The rarely used state, created by `more` when first needed. */
+  protected extra: Extra | undefined = undefined
+  /** The bound functions, created by `bound` when first needed. */
+  protected boundFunctions: Bound | undefined = undefined
 
-  constructor(config: ChannelsConfig.ChannelConfig, services: Context.Context<never>) {
-    this.config = config
+  private declare wakeScheduled: boolean
+  /** `Extra.realQueue` is set: every operation forwards to it. */
+  private declare hasQueue: boolean
+  /** `Extra.end` is set. */
+  private declare inboxEnded: boolean
+
+  constructor(services: Context.Context<never>) {
     this.services = services
   }
 
+  /** The capacity and overflow policy of the inbox (the raw session's `channels.incoming`). */
+  protected abstract get inboxConfig(): ChannelsConfig.ChannelConfig
+
+  /** The rarely used state, created on first use. */
+  protected get more(): Extra {
+    return this.extra ??= new Extra()
+  }
+
+  /** The bound functions, created on first use. */
+  protected get bound(): Bound {
+    return this.boundFunctions ??= new Bound()
+  }
+
   /** The messages as a `Queue` (created, and filled with the buffered messages and the end, on first use). */
-  get queue(): Queue.Queue<Message, SessionError> {
-    if (this.realQueue !== undefined) return this.realQueue
-    const queue = Effect.runSyncWith(this.services)(ChannelsConfig.makeQueue<Message, SessionError>(this.config))
+  protected get queue(): Queue.Queue<Message, SessionError> {
+    if (this.hasQueue) return this.extra!.realQueue!
+    const queue = Effect.runSyncWith(this.services)(ChannelsConfig.makeQueue<Message, SessionError>(this.inboxConfig))
     const items = this.items
     if (items !== undefined) Queue.offerAllUnsafe(queue, items.slice(this.head) as Array<Message>)
     this.items = undefined
     this.head = 0
-    if (this.end !== undefined) Queue.failCauseUnsafe(queue, Cause.fail(this.end))
-    this.realQueue = queue
+    const extra = this.more
+    if (extra.end !== undefined) Queue.failCauseUnsafe(queue, Cause.fail(extra.end))
+    extra.realQueue = queue
+    this.hasQueue = true
     // Everyone waiting here retries on the queue.
     const taker = this.taker
-    const more = this.moreTakers
+    const kind = (this.flags & TAKER_KIND) as TakeKind
+    const more = extra.moreTakers
     this.taker = undefined
-    this.moreTakers = undefined
-    if (taker !== undefined) taker.resume(this.takeEffect(taker.kind))
+    extra.moreTakers = undefined
+    if (taker !== undefined) taker(this.takeEffect(kind))
     if (more !== undefined) for (const t of more) t.resume(this.takeEffect(t.kind))
     this.releaseRoom()
     return queue
   }
 
-  get size(): number {
-    if (this.realQueue !== undefined) return Queue.sizeUnsafe(this.realQueue)
+  protected get inboxSize(): number {
+    if (this.hasQueue) return Queue.sizeUnsafe(this.extra!.realQueue!)
     return this.items === undefined ? 0 : this.items.length - this.head
   }
 
   /** Buffers a message if there is room (and the session has not ended); wakes a waiting taker. */
-  offer(message: Message): boolean {
-    if (this.realQueue !== undefined) return Queue.offerUnsafe(this.realQueue, message)
-    if (this.end !== undefined) return false
+  protected offer(message: Message): boolean {
+    if ((this.flags & (HAS_QUEUE | INBOX_ENDED)) !== 0) {
+      return this.hasQueue ? Queue.offerUnsafe(this.extra!.realQueue!, message) : false
+    }
     const items = this.items
     if (items === undefined) this.items = [message]
-    else if (items.length - this.head >= this.config.capacity) return false
+    else if (items.length - this.head >= this.inboxConfig.capacity) return false
     else items.push(message)
     if (this.taker !== undefined) this.scheduleWake()
     return true
   }
 
   /** Waits until a message could be buffered again (or the session ended); the caller then offers again. */
-  get waitForRoom(): Effect.Effect<void> {
-    if (this.realQueue !== undefined) return Effect.void
+  protected get waitForRoom(): Effect.Effect<void> {
+    if (this.hasQueue) return Effect.void
     return Effect.callback<void>((resume) => {
       const wake = (): void => resume(Effect.void)
-      ;(this.roomWaiters ??= []).push(wake)
+      const extra = this.more
+      ;(extra.roomWaiters ??= []).push(wake)
       return Effect.sync(() => {
-        const waiters = this.roomWaiters
+        const waiters = extra.roomWaiters
         const i = waiters === undefined ? -1 : waiters.indexOf(wake)
         if (i !== -1) waiters!.splice(i, 1)
       })
@@ -367,45 +454,54 @@ class Inbox {
   }
 
   /** Offers a message, waiting for room (policy `"suspend"` on the real queue). */
-  offerWaiting(message: Message): Effect.Effect<void> {
-    return Effect.asVoid(Queue.offer(this.realQueue!, message))
+  protected offerWaiting(message: Message): Effect.Effect<void> {
+    return Effect.asVoid(Queue.offer(this.extra!.realQueue!, message))
   }
 
-  get hasQueue(): boolean {
-    return this.realQueue !== undefined
+  /** Whether the real queue exists (`incoming` was read). */
+  protected get inboxHasQueue(): boolean {
+    return this.hasQueue
   }
 
   /** Ends the inbox: takers get the buffered messages, then `error`. */
-  fail(error: SessionError): void {
-    if (this.realQueue !== undefined) {
-      Queue.failCauseUnsafe(this.realQueue, Cause.fail(error))
+  protected failInbox(error: SessionError): void {
+    if (this.hasQueue) {
+      Queue.failCauseUnsafe(this.extra!.realQueue!, Cause.fail(error))
       return
     }
-    if (this.end !== undefined) return
-    this.end = error
-    if (this.size === 0) this.wakeTakers() // nothing left to take: fail them now (as `Queue` does)
+    if (this.inboxEnded) return
+    this.more.end = error
+    this.inboxEnded = true
+    if (this.inboxSize === 0) this.wakeTakers() // nothing left to take: fail them now (as `Queue` does)
     else if (this.taker !== undefined) this.scheduleWake()
     this.releaseRoom()
   }
 
   /** Takes one message (`TAKE_ONE`), or every buffered one, waiting for at least one. */
-  takeEffect(kind: typeof TAKE_ONE): Effect.Effect<Message, SessionError>
-  takeEffect(kind: typeof TAKE_EACH): Effect.Effect<Arr.NonEmptyArray<Message> | undefined, Exclude<SessionError, ConnectionClosed>>
-  takeEffect(kind: typeof TAKE_PULL): Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
-  takeEffect(kind: TakeKind): Effect.Effect<any, any>
-  takeEffect(kind: TakeKind): Effect.Effect<any, any> {
+  protected takeEffect(kind: typeof TAKE_ONE): Effect.Effect<Message, SessionError>
+  protected takeEffect(
+    kind: typeof TAKE_EACH
+  ): Effect.Effect<Arr.NonEmptyArray<Message> | undefined, Exclude<SessionError, ConnectionClosed>>
+  protected takeEffect(
+    kind: typeof TAKE_PULL
+  ): Effect.Effect<Arr.NonEmptyArray<Message>, Exclude<SessionError, ConnectionClosed> | Cause.Done>
+  protected takeEffect(kind: TakeKind): Effect.Effect<any, any>
+  protected takeEffect(kind: TakeKind): Effect.Effect<any, any> {
     return Effect.suspend(() => {
-      const queue = this.realQueue
-      if (queue !== undefined) {
+      if (this.hasQueue) {
+        const queue = this.extra!.realQueue!
         if (kind === TAKE_ONE) return Queue.take(queue)
         const all = Queue.takeAll(queue)
         return Effect.catchTag(all, "ConnectionClosed", () => kind === TAKE_EACH ? Effect.undefined : Cause.done())
       }
       return this.poll(kind) ?? Effect.callback<unknown, unknown>((resume) => {
-        const taker: Taker = { kind, resume }
-        if (this.taker === undefined) this.taker = taker
-        else (this.moreTakers ??= []).push(taker)
-        return Effect.sync(() => this.removeTaker(taker))
+        if (this.taker === undefined) {
+          this.taker = resume
+          this.flags = (this.flags & ~TAKER_KIND) | kind
+        } else {
+          ;(this.more.moreTakers ??= []).push({ kind, resume })
+        }
+        return Effect.sync(() => this.removeTaker(resume))
       })
     })
   }
@@ -433,28 +529,30 @@ class Inbox {
       this.releaseRoom()
       return Exit.succeed(taken)
     }
-    const end = this.end
-    if (end === undefined) return undefined
+    if (!this.inboxEnded) return undefined
+    const end = this.extra!.end!
     if (end._tag !== "ConnectionClosed" || kind === TAKE_ONE) return Exit.fail(end)
     return kind === TAKE_EACH ? Exit.void : Exit.fail(Cause.Done())
   }
 
-  private removeTaker(taker: Taker): void {
-    if (this.taker === taker) {
-      const more = this.moreTakers
-      this.taker = more === undefined ? undefined : more.shift()
-      if (more !== undefined && more.length === 0) this.moreTakers = undefined
+  private removeTaker(resume: Resume): void {
+    const more = this.extra?.moreTakers
+    if (this.taker === resume) {
+      const next = more === undefined ? undefined : more.shift()
+      this.taker = next?.resume
+      if (next !== undefined) this.flags = (this.flags & ~TAKER_KIND) | next.kind
+      if (more !== undefined && more.length === 0) this.extra!.moreTakers = undefined
       return
     }
-    const more = this.moreTakers
-    const i = more === undefined ? -1 : more.indexOf(taker)
+    const i = more === undefined ? -1 : more.findIndex((t) => t.resume === resume)
     if (i !== -1) more!.splice(i, 1)
   }
 
   private scheduleWake(): void {
     if (this.wakeScheduled) return
     this.wakeScheduled = true
-    inboxDispatcherOf(this.services).scheduleTask(this.wakeTask ??= () => {
+    const bound = this.bound
+    inboxDispatcherOf(this.services).scheduleTask(bound.wakeTask ??= () => {
       this.wakeScheduled = false
       this.wakeTakers()
     }, 0)
@@ -462,19 +560,19 @@ class Inbox {
 
   /** Resumes waiting takers in order while there is something for them. */
   private wakeTakers(): void {
-    while (this.taker !== undefined && this.realQueue === undefined) {
+    while (this.taker !== undefined && !this.hasQueue) {
       const taker = this.taker
-      const result = this.poll(taker.kind)
+      const result = this.poll((this.flags & TAKER_KIND) as TakeKind)
       if (result === undefined) return
       this.removeTaker(taker)
-      taker.resume(result)
+      taker(result)
     }
   }
 
   private releaseRoom(): void {
-    const waiters = this.roomWaiters
+    const waiters = this.extra?.roomWaiters
     if (waiters === undefined || waiters.length === 0) return
-    this.roomWaiters = undefined
+    this.extra!.roomWaiters = undefined
     for (const wake of waiters) wake()
   }
 }
@@ -528,75 +626,62 @@ class Assembly {
 type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
 
 /**
- * One message-level session. Everything an idle connection holds lives in this object's fields:
- * the incoming frames are processed by `onFrames`/`onEnd`, called from the raw reader's fiber
- * (no fiber or queue of its own), Pings are answered through the writer's one-slot mailbox, and
- * the functions of the public API are bound only when first used.
+ * One message-level session. Everything an idle connection holds lives in this object's fields
+ * (its inbox is its base class, its booleans are bits of one number, and the rarely used state
+ * is in an `Extra` created when first needed): the incoming frames are processed by
+ * `onFrames`/`onEnd`, called from the raw reader's fiber (no fiber or queue of its own), Pings are
+ * answered through the writer's one-slot mailbox, and the functions of the public API are bound
+ * only when first used.
  */
-class Session implements WebSocketSession, FrameHandler {
+class Session extends Inbox implements WebSocketSession, FrameHandler {
   readonly raw: RawWebSocket
-  /** The incoming messages (a `Queue` only once `incoming` is read). */
-  private readonly inbox: Inbox
-  private readonly scope: Scope.Scope
   private readonly options: DefaultWebSocketSessionOptions
-  /** `closeReason`, created when first read (completed at once if the session already ended). */
-  private closeReasonDeferred: Deferred.Deferred<CloseReason.CloseReason> | undefined = undefined
-  /** The reason the session ended with, once it did. */
-  private endReason: CloseReason.CloseReason | undefined = undefined
-  /** Set once the incoming frames ended (`onEnd` ran); `handlerDoneDeferred` is created only to wait for it. */
-  private handlerEnded = false
-  private handlerDoneDeferred: Deferred.Deferred<void> | undefined = undefined
 
-  // ---- Close state ----
-  /** The reason of the Close we sent first, when we initiated the close handshake. */
-  private sentFirst: CloseReason.CloseReason | undefined = undefined
+  /** Set once the incoming frames ended (`onEnd` ran); `Extra.handlerDoneDeferred` is created only to wait for it. */
+  private declare handlerEnded: boolean
   /** Set once the session's end is decided (`closeReason` completed). */
-  private finished = false
-  private closerStarted = false
+  private declare finished: boolean
+  private declare closerStarted: boolean
   /** The scope is closing: no new fiber may be forked into it. */
-  private scopeClosing = false
+  private declare scopeClosing: boolean
   /** After the session was failed by us, frames are read and discarded. */
-  private discarding = false
+  private declare discarding: boolean
   /**
    * The send gate of a session with extensions: extension processing + enqueue of one outgoing
    * message at a time, in call order (a compressor with context takeover depends on the wire
-   * order matching the order it compressed in). Taken synchronously when free; waiters queue.
+   * order matching the order it compressed in). Taken synchronously when free; waiters queue
+   * (`Extra.sendGateWaiters`).
    */
-  private sendGateBusy = false
-  private sendGateWaiters: Array<() => void> | undefined = undefined
-  /** A failure caused by the peer's input, held back until the application took the earlier messages. */
-  private pendingFailure: { readonly error: SessionError; readonly reason: CloseReason.CloseReason } | undefined =
-    undefined
-  /** Fibers besides the raw ones (pinger, closer, a queue pump), created only when needed. */
-  private ownFibers: Array<Fiber.Fiber<unknown, unknown>> | undefined = undefined
-  private pingerFiber: Fiber.Fiber<void> | undefined = undefined
-  private closerFiber: Fiber.Fiber<void> | undefined = undefined
-  /** The Pong payload the pinger waits for, and how it is told. */
-  private awaitedPong: Uint8Array | undefined = undefined
-  private pongArrived: Deferred.Deferred<void> | undefined = undefined
+  private declare sendGateBusy: boolean
 
-  /** The reassembly state, created with the first fragmented message (most sessions never see one). */
-  private assembly: Assembly | undefined = undefined
-
-  // ---- Bound API functions, created on first use ----
-  private boundSend: WebSocketSession["send"] | undefined = undefined
-  private boundSendFrame: WebSocketSession["sendFrame"] | undefined = undefined
-  private boundClose: WebSocketSession["close"] | undefined = undefined
-  private boundCloseExceptionally: WebSocketSession["closeExceptionally"] | undefined = undefined
-  private boundRun: WebSocketSession["run"] | undefined = undefined
-
-  constructor(
-    raw: RawWebSocket,
-    options: DefaultWebSocketSessionOptions,
-    scope: Scope.Scope,
-    inbox: Inbox
-  ) {
+  constructor(raw: RawWebSocket, options: DefaultWebSocketSessionOptions, services: Context.Context<Scope.Scope>) {
+    super(services)
     this.raw = raw
     this.options = options
-    this.scope = scope
-    this.inbox = inbox
   }
 
+  protected get inboxConfig(): ChannelsConfig.ChannelConfig {
+    return this.raw.channels.incoming
+  }
+
+  /** The scope the session was made in (the closer is forked into it). */
+  private get scope(): Scope.Scope {
+    return Context.get(this.services as Context.Context<Scope.Scope>, Scope.Scope)
+  }
+
+  /** The reason of the Close we sent first, when we initiated the close handshake. */
+  private get sentFirst(): CloseReason.CloseReason | undefined {
+    return this.extra?.sentFirst
+  }
+
+  private set sentFirst(reason: CloseReason.CloseReason) {
+    this.more.sentFirst = reason
+  }
+
+  /** The reason the session ended with, once it did. */
+  private get endReason(): CloseReason.CloseReason | undefined {
+    return this.extra?.endReason
+  }
   private get closeTimeout(): Duration.Duration {
     const timeout = this.options.closeTimeout
     return timeout === undefined ? DEFAULT_CLOSE_TIMEOUT : Duration.fromInputUnsafe(timeout)
@@ -615,16 +700,17 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get closeReason(): Deferred.Deferred<CloseReason.CloseReason> {
-    if (this.closeReasonDeferred !== undefined) return this.closeReasonDeferred
+    const extra = this.more
+    if (extra.closeReasonDeferred !== undefined) return extra.closeReasonDeferred
     const deferred = Deferred.makeUnsafe<CloseReason.CloseReason>()
-    if (this.endReason !== undefined) Deferred.doneUnsafe(deferred, Exit.succeed(this.endReason))
-    return this.closeReasonDeferred = deferred
+    if (extra.endReason !== undefined) Deferred.doneUnsafe(deferred, Exit.succeed(extra.endReason))
+    return extra.closeReasonDeferred = deferred
   }
 
   /** Completes once the incoming frames ended (`onEnd` ran). */
   private get handlerDone(): Effect.Effect<void> {
     return Effect.suspend(() =>
-      this.handlerEnded ? Effect.void : Deferred.await(this.handlerDoneDeferred ??= Deferred.makeUnsafe<void>())
+      this.handlerEnded ? Effect.void : Deferred.await(this.more.handlerDoneDeferred ??= Deferred.makeUnsafe<void>())
     )
   }
 
@@ -647,23 +733,23 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get incoming(): Queue.Queue<Message, SessionError> {
-    return this.inbox.queue
+    return this.queue
   }
 
   get receive(): Effect.Effect<Message, SessionError> {
-    return this.inbox.takeEffect(TAKE_ONE)
+    return this.takeEffect(TAKE_ONE)
   }
 
   get messages(): Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>> {
     // One pull straight on the inbox (no `catchTag` stage): a normal close ends the stream.
-    return Stream.fromPull(Effect.succeed(this.inbox.takeEffect(TAKE_PULL)))
+    return Stream.fromPull(Effect.succeed(this.takeEffect(TAKE_PULL)))
   }
 
   consumeEach<E, R>(
     f: (message: Message) => Effect.Effect<unknown, E, R>
   ): Effect.Effect<void, E | Exclude<SessionError, ConnectionClosed>, R> {
     type Consumed = Effect.Effect<void, E | Exclude<SessionError, ConnectionClosed>, R>
-    const take = this.inbox.takeEffect(TAKE_EACH)
+    const take = this.takeEffect(TAKE_EACH)
     // Runs `f` on the messages of one take from `start` on; effects `f` completed during its call
     // (an `Exit`) are taken without scheduling anything. Then the next take, until a normal close.
     const each = (batch: ReadonlyArray<Message> | undefined, start: number): Consumed => {
@@ -684,11 +770,11 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get send(): WebSocketSession["send"] {
-    return this.boundSend ??= (data) => this.sendMessage(typeof data === "string" ? Frame.text(data) : Frame.binary(data))
+    return this.bound.send ??= (data) => this.sendMessage(typeof data === "string" ? Frame.text(data) : Frame.binary(data))
   }
 
   get sendFrame(): WebSocketSession["sendFrame"] {
-    return this.boundSendFrame ??= (frame) => this.sendFrameImpl(frame)
+    return this.bound.sendFrame ??= (frame) => this.sendFrameImpl(frame)
   }
 
   get outgoing(): Sink.Sink<void, string | Uint8Array, never, SendError> {
@@ -700,11 +786,11 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get close(): WebSocketSession["close"] {
-    return this.boundClose ??= (reason = NORMAL) => this.closeImpl(reason)
+    return this.bound.close ??= (reason = NORMAL) => this.closeImpl(reason)
   }
 
   get closeExceptionally(): WebSocketSession["closeExceptionally"] {
-    return this.boundCloseExceptionally ??= (cause) => Effect.ignore(this.closeImpl(reasonOf(1011, describe(cause))))
+    return this.bound.closeExceptionally ??= (cause) => Effect.ignore(this.closeImpl(reasonOf(1011, describe(cause))))
   }
 
   get awaitClose(): Effect.Effect<CloseReason.CloseReason> {
@@ -718,11 +804,12 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   get run(): WebSocketSession["run"] {
-    return this.boundRun ??= (handler) => this.runImpl(handler)
+    return this.bound.run ??= (handler) => this.runImpl(handler)
   }
 
   fibers(): ReadonlyArray<Fiber.Fiber<unknown, unknown>> {
-    return this.ownFibers === undefined ? [...this.raw.fibers] : [...this.raw.fibers, ...this.ownFibers]
+    const own = this.extra?.ownFibers
+    return own === undefined ? [...this.raw.fibers] : [...this.raw.fibers, ...own]
   }
 
   // ---- Ending ----
@@ -731,11 +818,12 @@ class Session implements WebSocketSession, FrameHandler {
   private finish(error: SessionError, reason: CloseReason.CloseReason): void {
     if (this.finished) return
     this.finished = true
-    this.endReason = reason
-    if (this.closeReasonDeferred !== undefined) Deferred.doneUnsafe(this.closeReasonDeferred, Exit.succeed(reason))
-    this.inbox.fail(error)
+    const extra = this.more
+    extra.endReason = reason
+    if (extra.closeReasonDeferred !== undefined) Deferred.doneUnsafe(extra.closeReasonDeferred, Exit.succeed(reason))
+    this.failInbox(error)
     this.writer.closeForSending()
-    this.awaitedPong = undefined
+    extra.awaitedPong = undefined
   }
 
   /** Queues our Close unless one was already sent; returns whether it was queued. */
@@ -761,9 +849,9 @@ class Session implements WebSocketSession, FrameHandler {
       ? INCOMING_OVERFLOW
       : reasonOf(error.code, error.message)
     this.discarding = true
-    if (this.assembly !== undefined) this.assembly.reset()
-    if (!this.finished && this.pendingFailure === undefined && this.inbox.size > 0) {
-      this.pendingFailure = { error, reason }
+    this.extra?.assembly?.reset()
+    if (!this.finished && this.extra?.pendingFailure === undefined && this.inboxSize > 0) {
+      this.more.pendingFailure = { error, reason }
       return
     }
     this.fail(error, reason)
@@ -775,19 +863,19 @@ class Session implements WebSocketSession, FrameHandler {
    */
   private get failAfterDrain(): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
-      for (let i = 0; i < DRAIN_TURNS && this.inbox.size > 0 && !this.finished; i++) {
+      for (let i = 0; i < DRAIN_TURNS && this.inboxSize > 0 && !this.finished; i++) {
         yield* Effect.yieldNow
       }
       yield* Effect.yieldNow
-      const pending = this.pendingFailure
-      this.pendingFailure = undefined
+      const pending = this.extra?.pendingFailure
+      if (pending !== undefined) this.extra!.pendingFailure = undefined
       if (pending !== undefined) this.fail(pending.error, pending.reason)
       yield* this.beginClosing
     })
   }
 
   private addFiber(fiber: Fiber.Fiber<unknown, unknown>): void {
-    ;(this.ownFibers ??= []).push(fiber)
+    ;(this.more.ownFibers ??= []).push(fiber)
   }
 
   /** The closer: bounds the rest of the close handshake by `closeTimeout`, then destroys the transport. */
@@ -813,13 +901,13 @@ class Session implements WebSocketSession, FrameHandler {
   /** Starts the closer (once) and stops the pinger. */
   private get beginClosing(): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const pinger = this.pingerFiber
-      this.pingerFiber = undefined
+      const pinger = this.extra?.pingerFiber
+      if (pinger !== undefined) this.extra!.pingerFiber = undefined
       if (pinger !== undefined && Fiber.getCurrent() !== pinger) pinger.interruptUnsafe()
       if (this.closerStarted || this.scopeClosing) return Effect.void
       this.closerStarted = true
       return Effect.map(Effect.forkIn(this.closer, this.scope, { startImmediately: true }), (fiber) => {
-        this.closerFiber = fiber
+        this.more.closerFiber = fiber
         this.addFiber(fiber)
       })
     })
@@ -880,8 +968,10 @@ class Session implements WebSocketSession, FrameHandler {
           break
       }
     }
-    if (this.pendingFailure !== undefined) return this.failAfterDrain
-    return this.finished || this.sentFirst !== undefined ? this.beginClosing : undefined
+    const extra = this.extra
+    if (extra === undefined) return this.finished ? this.beginClosing : undefined
+    if (extra.pendingFailure !== undefined) return this.failAfterDrain
+    return this.finished || extra.sentFirst !== undefined ? this.beginClosing : undefined
   }
 
   private continueFrom(frames: ReadonlyArray<Frame.Frame>, start: number): Effect.Effect<void> {
@@ -906,17 +996,17 @@ class Session implements WebSocketSession, FrameHandler {
       }
     }
     this.handlerEnded = true
-    if (this.handlerDoneDeferred !== undefined) Deferred.doneUnsafe(this.handlerDoneDeferred, Exit.void)
-    if (this.pendingFailure !== undefined) return this.failAfterDrain
+    const extra = this.extra
+    if (extra?.handlerDoneDeferred !== undefined) Deferred.doneUnsafe(extra.handlerDoneDeferred, Exit.void)
+    if (extra?.pendingFailure !== undefined) return this.failAfterDrain
     return this.finished ? this.beginClosing : undefined
   }
 
   /** Offers one message; returns an effect when the queue is full with policy `"suspend"`. Nothing is delivered after the session finished. */
   private deliver(message: Message): Effect.Effect<void> | undefined {
     if (this.finished) return undefined
-    const inbox = this.inbox
-    if (inbox.offer(message)) return undefined
-    const config = inbox.config
+    if (this.offer(message)) return undefined
+    const config = this.inboxConfig
     if (config.overflow === "fail" && Number.isFinite(config.capacity)) {
       this.failSession(new ChannelOverflow({ channel: "incoming", capacity: config.capacity }))
       return undefined
@@ -924,8 +1014,8 @@ class Session implements WebSocketSession, FrameHandler {
     // On the `incoming` queue, an offer waiting for room would outlast the session (a failed queue
     // keeps it until its messages are taken): it gives up when the session ends, as `deliver`
     // drops a message that arrives after the end.
-    if (inbox.hasQueue) return Effect.raceFirst(inbox.offerWaiting(message), Effect.asVoid(Deferred.await(this.closeReason)))
-    return Effect.andThen(inbox.waitForRoom, Effect.suspend(() => this.deliver(message) ?? Effect.void))
+    if (this.inboxHasQueue) return Effect.raceFirst(this.offerWaiting(message), Effect.asVoid(Deferred.await(this.closeReason)))
+    return Effect.andThen(this.waitForRoom, Effect.suspend(() => this.deliver(message) ?? Effect.void))
   }
 
   /** Handles one data frame; returns a completed message, `undefined`, or a failure. */
@@ -942,21 +1032,22 @@ class Session implements WebSocketSession, FrameHandler {
         }
         return frame
       }
-      ;(this.assembly ??= new Assembly()).begin(frame, frame._tag === "Text" && !rsv)
+      ;(this.more.assembly ??= new Assembly()).begin(frame, frame._tag === "Text" && !rsv)
     } else {
-      if (this.assembly === undefined || this.assembly.open === undefined) {
+      const assembly = this.extra?.assembly
+      if (assembly === undefined || assembly.open === undefined) {
         return violation("UnexpectedContinuation", 1002, "Continuation frame without a message")
       }
       if (frame.rsv1 || frame.rsv2 || frame.rsv3) {
         return violation("ReservedBits", 1002, "RSV bits set on a continuation frame")
       }
-      this.assembly.fragments++
+      assembly.fragments++
       const maxFragments = this.options.maxFragments ?? DEFAULT_MAX_FRAGMENTS
-      if (this.assembly.fragments > maxFragments) {
+      if (assembly.fragments > maxFragments) {
         return new FrameTooBig({ kind: "TooManyFragments", message: `Message has more than ${maxFragments} fragments` })
       }
     }
-    const assembly = this.assembly
+    const assembly = this.extra!.assembly!
     if (assembly.size + frame.payload.length > limit) {
       return new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${limit} bytes` })
     }
@@ -1052,10 +1143,11 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   private onPong(payload: Uint8Array): void {
-    const expected = this.awaitedPong
-    if (expected !== undefined && this.pongArrived !== undefined && equalBytes(expected, payload)) {
-      this.awaitedPong = undefined
-      Deferred.doneUnsafe(this.pongArrived, Exit.void)
+    const extra = this.extra
+    const expected = extra?.awaitedPong
+    if (expected !== undefined && extra!.pongArrived !== undefined && equalBytes(expected, payload)) {
+      extra!.awaitedPong = undefined
+      Deferred.doneUnsafe(extra!.pongArrived, Exit.void)
     }
   }
 
@@ -1070,8 +1162,9 @@ class Session implements WebSocketSession, FrameHandler {
         if (self.finished || self.sentFirst !== undefined) return
         const payload = pingPayload()
         const arrived = Deferred.makeUnsafe<void>()
-        self.awaitedPong = payload
-        self.pongArrived = arrived
+        const extra = self.more
+        extra.awaitedPong = payload
+        extra.pongArrived = arrived
         const answered = yield* Effect.timeoutOption(
           Effect.andThen(self.writer.enqueue(Frame.ping(payload), true), Deferred.await(arrived)),
           pingTimeout
@@ -1086,7 +1179,7 @@ class Session implements WebSocketSession, FrameHandler {
   }
 
   startPinger(fiber: Fiber.Fiber<void>): void {
-    this.pingerFiber = fiber
+    this.more.pingerFiber = fiber
     this.addFiber(fiber)
   }
 
@@ -1188,7 +1281,7 @@ class Session implements WebSocketSession, FrameHandler {
 
   /** Hands the send gate to the first waiter, or frees it. */
   private releaseSendGate(): void {
-    const next = this.sendGateWaiters?.shift()
+    const next = this.extra?.sendGateWaiters?.shift()
     if (next === undefined) this.sendGateBusy = false
     else next()
   }
@@ -1201,7 +1294,7 @@ class Session implements WebSocketSession, FrameHandler {
         handedOver = true
         resume(Effect.void)
       }
-      const waiters = this.sendGateWaiters ??= []
+      const waiters = this.more.sendGateWaiters ??= []
       waiters.push(waiter)
       return Effect.sync(() => {
         if (handedOver) return this.releaseSendGate()
@@ -1265,7 +1358,10 @@ class Session implements WebSocketSession, FrameHandler {
   private get awaitCloser(): Effect.Effect<void> {
     return Effect.andThen(
       this.beginClosing,
-      Effect.suspend(() => this.closerFiber === undefined ? Effect.void : Effect.asVoid(Fiber.await(this.closerFiber)))
+      Effect.suspend(() => {
+        const closer = this.extra?.closerFiber
+        return closer === undefined ? Effect.void : Effect.asVoid(Fiber.await(closer))
+      })
     )
   }
 
@@ -1310,6 +1406,16 @@ class Session implements WebSocketSession, FrameHandler {
   }
 }
 
+defineFlags(Inbox.prototype, { wakeScheduled: WAKE_SCHEDULED, hasQueue: HAS_QUEUE, inboxEnded: INBOX_ENDED })
+defineFlags(Session.prototype, {
+  handlerEnded: HANDLER_ENDED,
+  finished: FINISHED,
+  closerStarted: CLOSER_STARTED,
+  scopeClosing: SCOPE_CLOSING,
+  discarding: DISCARDING,
+  sendGateBusy: SEND_GATE_BUSY
+})
+
 /**
  * Starts a message-level session on a raw session, in the current scope. The raw reader's fiber
  * processes the incoming frames for it (reassembly, UTF-8, Close, Ping answered through the
@@ -1332,7 +1438,7 @@ export const make = (
     }
     if (options.closeTimeout !== undefined) Duration.fromInputUnsafe(options.closeTimeout) // a bad one fails here, not at close
     const scope = Context.get(services, Scope.Scope)
-    const session = new Session(raw, options, scope, new Inbox(raw.channels.incoming, services))
+    const session = new Session(raw, options, services)
     const attached = raw.reader.attach(session)
     const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
     const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)

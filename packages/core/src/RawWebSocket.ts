@@ -85,16 +85,19 @@ export interface RawWebSocket {
 /** The extensions of a session without any (shared: a session keeps its list). */
 const NO_EXTENSIONS: ReadonlyArray<WebSocketExtension> = Object.freeze([])
 
+/** Bits of `Raw.bits`. */
+const CLIENT = 1
+const MASKING = 2
+
 /** The raw session object: state in fields, the API as getters (nothing allocated until used). */
 class Raw implements RawWebSocket {
-  readonly role: Role
-  readonly masking: boolean
+  /** The role (`CLIENT`) and `masking` (`MASKING`), one bit each. */
+  private readonly bits: number
   readonly extensions: ReadonlyArray<WebSocketExtension>
   readonly channels: ChannelsConfig.ChannelsConfig
   readonly transport: Transport
   readonly reader: WebSocketReader
   readonly writer: WebSocketWriter
-  private readonly parser: FrameParser.FrameParser
   private boundSend: RawWebSocket["send"] | undefined = undefined
   /** A session on top that says goodbye from this session's finalizer (see `closeFirst`). */
   before: ScopeCloseHook | undefined = undefined
@@ -111,15 +114,22 @@ class Raw implements RawWebSocket {
     writer: WebSocketWriter,
     services: Context.Context<never>
   ) {
-    this.role = role
-    this.masking = masking
+    this.bits = (role === "client" ? CLIENT : 0) | (masking ? MASKING : 0)
     this.extensions = extensions
     this.channels = channels
     this.transport = transport
-    this.parser = parser
     this.writer = writer
     this.reader = new WebSocketReader(transport, parser, channels.incoming, this, services)
   }
+
+  get role(): Role {
+    return (this.bits & CLIENT) !== 0 ? "client" : "server"
+  }
+
+  get masking(): boolean {
+    return (this.bits & MASKING) !== 0
+  }
+
 
   /** The reader's `SendClose`: a Close frame on behalf of the reader (violations, overflow). */
   sendClose(reason: CloseReason.CloseReason): boolean {
@@ -141,11 +151,11 @@ class Raw implements RawWebSocket {
   }
 
   get maxFrameSize(): number {
-    return this.parser.maxFrameSize
+    return this.reader.parser.maxFrameSize
   }
 
   set maxFrameSize(size: number) {
-    this.parser.maxFrameSize = size
+    this.reader.parser.maxFrameSize = size
   }
 
   get incoming(): Queue.Dequeue<Frame.Frame, RawIncomingError | Cause.Done> {

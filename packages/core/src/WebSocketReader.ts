@@ -67,18 +67,26 @@ const SHUTTING_DOWN = 32
 const FINISHED = 64
 const CLOSE_RECEIVED = 128
 
+/** The rarely used state of a reader, created when first needed: an idle reader attached to a handler has none. */
+class ReaderExtra {
+  /** The incoming queue, created on first use (a session that attaches a handler never needs it). */
+  queue: Queue.Queue<Frame.Frame, RawIncomingError | Cause.Done> | undefined = undefined
+  /** Completed by `finish`; created on first use of `done` (most sessions never ask). */
+  finished: Deferred.Deferred<void> | undefined = undefined
+  /** `fiberExited` bound to the reader, created when a reader fiber first had to wait. */
+  onFiberExit: ((exit: Exit.Exit<void>) => void) | undefined = undefined
+  /** Why the transport input ended, once it did. */
+  inputEnd: TransportClosed | undefined = undefined
+}
+
 /** The reader state of one connection; `start` runs it in a scope. */
 export class WebSocketReader {
   private readonly transport: Transport
   readonly parser: FrameParser.FrameParser
-  /** The incoming queue, created on first use (a session that attaches a handler never needs it). */
-  private queue: Queue.Queue<Frame.Frame, RawIncomingError | Cause.Done> | undefined = undefined
   private readonly config: ChannelsConfig.ChannelConfig
   /** The services the queue is created with (those of the fiber that made the session). */
   private readonly services: Context.Context<never>
   private readonly closeSender: SendClose
-  /** Completed by `finish`; created on first use of `done` (most sessions never ask). */
-  private finished: Deferred.Deferred<void> | undefined = undefined
   private handler: FrameHandler | undefined = undefined
   /** The reader's booleans, one bit each (accessors defined by `defineFlags` below): one field instead of eight per connection. */
   protected flags = DELIVERING
@@ -86,8 +94,8 @@ export class WebSocketReader {
   private fiber: Fiber.Fiber<void> | undefined = undefined
   /** Wakes the reader when the transport has input again (handed to `Transport.poll`; a bound function keeps no closure context). */
   private readonly wake: () => void = this.startNow.bind(this)
-  /** Why the transport input ended, once it did. */
-  inputEnd: TransportClosed | undefined = undefined
+  /** The rarely used state (the incoming queue, `done`, the input's end), created when first needed. */
+  private extra: ReaderExtra | undefined = undefined
 
   /** Something (a frame or the end) went to the queue: a handler can no longer take over. */
   private declare usedQueue: boolean
@@ -120,9 +128,18 @@ export class WebSocketReader {
     this.services = services
   }
 
+  /** Why the transport input ended, once it did. */
+  get inputEnd(): TransportClosed | undefined {
+    return this.extra?.inputEnd
+  }
+
+  private get more(): ReaderExtra {
+    return this.extra ??= new ReaderExtra()
+  }
+
   /** The incoming queue (frames as received), created on first access. */
   get incoming(): Queue.Queue<Frame.Frame, RawIncomingError | Cause.Done> {
-    return this.queue ??= Effect.runSyncWith(this.services)(
+    return this.more.queue ??= Effect.runSyncWith(this.services)(
       ChannelsConfig.makeQueue<Frame.Frame, RawIncomingError | Cause.Done>(this.config)
     )
   }
@@ -150,7 +167,7 @@ export class WebSocketReader {
 
   /** Completes when the reader has stopped (the transport input ended or the fiber was interrupted). */
   get done(): Effect.Effect<void> {
-    return Effect.suspend(() => this.finishedFlag ? Effect.void : Deferred.await(this.finished ??= Deferred.makeUnsafe<void>()))
+    return Effect.suspend(() => this.finishedFlag ? Effect.void : Deferred.await(this.more.finished ??= Deferred.makeUnsafe<void>()))
   }
 
   /**
@@ -199,13 +216,11 @@ export class WebSocketReader {
     if (fiber.pollUnsafe() === undefined) {
       this.fiber = fiber
       // An observer, not `onExit`: it costs nothing when the input is handled without waiting.
-      fiber.addObserver(this.onFiberExit ??= (exit) => this.fiberExited(exit))
+      fiber.addObserver(this.more.onFiberExit ??= (exit) => this.fiberExited(exit))
     } else {
       this.running = false
     }
   }
-
-  private onFiberExit: ((exit: Exit.Exit<void>) => void) | undefined = undefined
 
   /** A reader fiber that waited ended. Interrupted other than by `shutdown`: finish here (in a fiber of its own). */
   private fiberExited(exit: Exit.Exit<void>): void {
@@ -233,7 +248,8 @@ export class WebSocketReader {
     this.stopped = true
     // Interrupted (scope closed) while still delivering: takers must not wait forever.
     const after = this.endWith(new AbnormalClosure({ cause: new TransportClosed({ reason: "Destroyed" }) }))
-    if (this.finished !== undefined) Deferred.doneUnsafe(this.finished, Effect.void)
+    const finished = this.extra?.finished
+    if (finished !== undefined) Deferred.doneUnsafe(finished, Effect.void)
     return after
   }
 
@@ -260,7 +276,7 @@ export class WebSocketReader {
         chunk = read._tag === "Success" ? read.success : read.failure
       }
       if (!(chunk instanceof Uint8Array)) {
-        self.inputEnd = chunk
+        self.more.inputEnd = chunk
         self.stopped = true
         if (self.delivering) {
           const after = self.endWith(new AbnormalClosure({ cause: chunk }))

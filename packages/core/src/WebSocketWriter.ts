@@ -47,9 +47,13 @@ const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispat
   return dispatcher
 }
 
-/** The serializer options of every writer (one object each instead of one per connection). */
-const MASKING: Serializer.SerializerOptions = Object.freeze({ mask: true })
-const NOT_MASKING: Serializer.SerializerOptions = Object.freeze({ mask: false })
+/**
+ * The serializers of every writer, one masking and one not (instead of one per connection): an
+ * unmasking serializer keeps no state, and the masking one only a pool of random bytes its
+ * masking keys are drawn from, which any number of connections can share.
+ */
+const MASKING_SERIALIZER = new Serializer.Serializer({ mask: true })
+const PLAIN_SERIALIZER = new Serializer.Serializer({ mask: false })
 
 /** Bits of `WebSocketWriter.flags`. */
 const SCHEDULED = 1
@@ -58,6 +62,19 @@ const CLOSE_FRAME_ACCEPTED = 4
 const STOPPED = 8
 const STOPPED_FULLY = 16
 const CLOSE_WRITTEN = 32
+const MASK = 64
+
+/** The rarely used state of a writer, created when first needed: an idle writer has none. */
+class WriterExtra {
+  /** Senders waiting for room (policy `"suspend"`). */
+  roomWaiters: Array<() => void> | undefined = undefined
+  /** Completed by `stop`; created on first use of `done` (most sessions never ask). */
+  finished: Deferred.Deferred<void> | undefined = undefined
+  /** Why the transport refused our bytes, if it did. */
+  failure: TransportClosed | undefined = undefined
+  /** `afterRun` bound to the writer, created when a writer fiber first had to wait. */
+  boundAfterRun: (() => void) | undefined = undefined
+}
 
 /**
  * The writer state of one connection. `enqueue` is called by senders; `run` is the writer
@@ -65,7 +82,6 @@ const CLOSE_WRITTEN = 32
  */
 export class WebSocketWriter {
   private readonly transport: Transport
-  private readonly serializer: Serializer.Serializer
   private readonly config: ChannelConfig
   /**
    * The mailbox: items not yet taken by the writer fiber (a plain array, no queue object per
@@ -77,20 +93,19 @@ export class WebSocketWriter {
   /** The services the writer fiber runs with and its dispatcher (set by `start`). */
   private services: Context.Context<never> | undefined = undefined
   private dispatcher: Scheduler.SchedulerDispatcher | undefined = undefined
-  /** `startFiber` and `afterRun` bound to this writer, created on first use. */
+  /** `startFiber` bound to this writer, created on first use. */
   private boundStart: (() => void) | undefined = undefined
-  private boundAfterRun: (() => void) | undefined = undefined
   /** Frames accepted by `enqueue` (subject to capacity) and not yet written. */
   private pending = 0
   /** Of those, the ones still in the queue (not yet taken by the writer). */
   private countedQueued = 0
-  private roomWaiters: Array<() => void> | undefined = undefined
-  /** The writer's booleans, one bit each (accessors defined by `defineFlags` below): one field instead of six per connection. */
+  /**
+   * The writer's booleans, one bit each (accessors defined by `defineFlags` below), and whether
+   * it masks (`MASK`): one field instead of seven per connection.
+   */
   protected flags = 0
-  /** Completed by `stop`; created on first use of `done` (most sessions never ask). */
-  private finished: Deferred.Deferred<void> | undefined = undefined
-  /** Why the transport refused our bytes, if it did. */
-  failure: TransportClosed | undefined = undefined
+  /** The rarely used state (room waiters, `done`, a transport failure), created when first needed. */
+  private extra: WriterExtra | undefined = undefined
   /** The payload of the Pong to send with the next batch (only the latest Ping is answered). */
   private pongPayload: Uint8Array | undefined = undefined
 
@@ -109,8 +124,17 @@ export class WebSocketWriter {
 
   constructor(transport: Transport, mask: boolean, config: ChannelConfig) {
     this.transport = transport
-    this.serializer = new Serializer.Serializer(mask ? MASKING : NOT_MASKING)
     this.config = config
+    if (mask) this.flags = MASK
+  }
+
+  /** Why the transport refused our bytes, if it did. */
+  get failure(): TransportClosed | undefined {
+    return this.extra?.failure
+  }
+
+  set failure(failure: TransportClosed | undefined) {
+    ;(this.extra ??= new WriterExtra()).failure = failure
   }
 
   /** Creates a writer (capacity is enforced by `enqueue`); it writes nothing before `start`. */
@@ -181,7 +205,8 @@ export class WebSocketWriter {
     if (fiber.pollUnsafe() === undefined) {
       this.fiber = fiber
       // An observer, not `ensuring`: it costs nothing when the batch is written without waiting.
-      fiber.addObserver(this.boundAfterRun ??= () => this.afterRun())
+      const extra = this.extra ??= new WriterExtra()
+      fiber.addObserver(extra.boundAfterRun ??= () => this.afterRun())
     } else {
       this.afterRun()
     }
@@ -206,7 +231,7 @@ export class WebSocketWriter {
 
   /** Completes when the writer loop has stopped (after writing a Close, or on a transport failure). */
   get done(): Effect.Effect<void> {
-    return Effect.suspend(() => this.stoppedFully ? Effect.void : Deferred.await(this.finished ??= Deferred.makeUnsafe<void>()))
+    return Effect.suspend(() => this.stoppedFully ? Effect.void : Deferred.await((this.extra ??= new WriterExtra()).finished ??= Deferred.makeUnsafe<void>()))
   }
 
   /**
@@ -284,18 +309,18 @@ export class WebSocketWriter {
   private get waitForRoom(): Effect.Effect<void> {
     return Effect.callback<void>((resume) => {
       const wake = () => resume(Effect.void)
-      ;(this.roomWaiters ??= []).push(wake)
+      ;((this.extra ??= new WriterExtra()).roomWaiters ??= []).push(wake)
       return Effect.sync(() => {
-        const i = this.roomWaiters?.indexOf(wake) ?? -1
-        if (i >= 0) this.roomWaiters!.splice(i, 1)
+        const i = this.extra?.roomWaiters?.indexOf(wake) ?? -1
+        if (i >= 0) this.extra!.roomWaiters!.splice(i, 1)
       })
     })
   }
 
   private wakeSenders(): void {
-    const waiters = this.roomWaiters
+    const waiters = this.extra?.roomWaiters
     if (waiters === undefined || waiters.length === 0) return
-    this.roomWaiters = undefined
+    this.extra!.roomWaiters = undefined
     for (const wake of waiters) wake()
   }
 
@@ -375,7 +400,7 @@ export class WebSocketWriter {
       frames.length = 0
       return Effect.void
     }
-    this.serializer.serializeBatch(frames, out)
+    ;((this.flags & MASK) !== 0 ? MASKING_SERIALIZER : PLAIN_SERIALIZER).serializeBatch(frames, out)
     const chunks = out.slice()
     frames.length = 0
     out.length = 0
@@ -393,7 +418,8 @@ export class WebSocketWriter {
     this.wakeSenders()
     // Complete any flush still queued.
     for (const item of this.drain()) if (item._tag === "Flush") Deferred.doneUnsafe(item.done, Effect.void)
-    if (this.finished !== undefined) Deferred.doneUnsafe(this.finished, Effect.void)
+    const finished = this.extra?.finished
+    if (finished !== undefined) Deferred.doneUnsafe(finished, Effect.void)
   }
 }
 

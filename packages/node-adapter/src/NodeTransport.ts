@@ -129,25 +129,33 @@ function onSocketClose(this: TransportSocket): void {
   transport.onClose()
 }
 
+/** The rarely used state of a transport, created when first needed (ending, a full output buffer, `initialBytes`). */
+class TransportExtra {
+  /** Why the transport ended, once it did (first one wins). */
+  endReason: Errors.TransportClosed | undefined = undefined
+  endedDeferred: Deferred.Deferred<Errors.TransportClosed> | undefined = undefined
+  drainWaiters: Array<() => void> | undefined = undefined
+  endEffect: Effect.Effect<void> | undefined = undefined
+  /** The `initialBytes` chunk, which came from elsewhere (node:http's `head`) and is never detached by `release`. */
+  initialBytes: Uint8Array | undefined = undefined
+}
+
+/** Bits of `SocketTransport.flags`. */
+const EOF_SEEN = 1
+const OUTPUT_ENDED = 2
+
 /** The state of one transport, in one object: no closures per connection beyond what is in use. */
 class SocketTransport extends Transport.BufferedInput implements NodeTransport {
   readonly socket: Net.Socket
   /** Chunks received and not yet taken by `read`/`poll`; created when the first one arrives, then reused. */
   chunks: Array<Uint8Array> | undefined = undefined
-  /** The peer half-closed (`end` event). */
-  private eof = false
-  /** We called `end`. */
-  private outputEnded = false
+  /** `EOF_SEEN` (the peer half-closed: `end` event) and `OUTPUT_ENDED` (we called `end`). */
+  private flags = 0
   /** Why the connection broke (Reset) or was destroyed by us (Destroyed); first one wins. */
   private failure: Errors.TransportClosed | undefined = undefined
-  /** Why the transport ended, once it did (first one wins). */
-  private endReason: Errors.TransportClosed | undefined = undefined
-  private endedDeferred: Deferred.Deferred<Errors.TransportClosed> | undefined = undefined
-  private drainWaiters: Array<() => void> | undefined = undefined
-  private endEffect: Effect.Effect<void> | undefined = undefined
   private destroyEffect: Effect.Effect<void> | undefined = undefined
-  /** The `initialBytes` chunk, which came from elsewhere (node:http's `head`) and is never detached by `release`. */
-  initialBytes: Uint8Array | undefined = undefined
+  /** The rarely used state, created when first needed. */
+  private extra: TransportExtra | undefined = undefined
   /** `NodeTransportOptions.onClose`. */
   closeHook: ((socket: Net.Socket) => void) | undefined = undefined
 
@@ -156,27 +164,50 @@ class SocketTransport extends Transport.BufferedInput implements NodeTransport {
     this.socket = socket
   }
 
+  private get more(): TransportExtra {
+    return this.extra ??= new TransportExtra()
+  }
+
+  private get eof(): boolean {
+    return (this.flags & EOF_SEEN) !== 0
+  }
+
+  private get outputEnded(): boolean {
+    return (this.flags & OUTPUT_ENDED) !== 0
+  }
+
+  /** The `initialBytes` chunk, which came from elsewhere (node:http's `head`) and is never detached by `release`. */
+  get initialBytes(): Uint8Array | undefined {
+    return this.extra?.initialBytes
+  }
+
+  set initialBytes(bytes: Uint8Array | undefined) {
+    this.more.initialBytes = bytes
+  }
+
   bufferedInput(): number {
     return this.chunks === undefined ? 0 : this.chunks.length
   }
 
   private settle(reason: Errors.TransportClosed): void {
-    if (this.endReason !== undefined) return
-    this.endReason = reason
-    if (this.endedDeferred !== undefined) Deferred.doneUnsafe(this.endedDeferred, Effect.succeed(reason))
+    const extra = this.more
+    if (extra.endReason !== undefined) return
+    extra.endReason = reason
+    if (extra.endedDeferred !== undefined) Deferred.doneUnsafe(extra.endedDeferred, Effect.succeed(reason))
   }
 
   get ended(): Effect.Effect<Errors.TransportClosed> {
     return Effect.suspend(() => {
-      if (this.endReason !== undefined) return Effect.succeed(this.endReason)
-      return Deferred.await(this.endedDeferred ??= Deferred.makeUnsafe<Errors.TransportClosed>())
+      const extra = this.more
+      if (extra.endReason !== undefined) return Effect.succeed(extra.endReason)
+      return Deferred.await(extra.endedDeferred ??= Deferred.makeUnsafe<Errors.TransportClosed>())
     })
   }
 
   wakeWriters(): void {
-    const waiters = this.drainWaiters
+    const waiters = this.extra?.drainWaiters
     if (waiters === undefined || waiters.length === 0) return
-    this.drainWaiters = undefined
+    this.extra!.drainWaiters = undefined
     for (const wake of waiters) wake()
   }
 
@@ -197,7 +228,7 @@ class SocketTransport extends Transport.BufferedInput implements NodeTransport {
   }
 
   onEnd(): void {
-    this.eof = true
+    this.flags |= EOF_SEEN
     this.wakeReader()
   }
 
@@ -262,11 +293,11 @@ class SocketTransport extends Transport.BufferedInput implements NodeTransport {
         const problem = this.writeFailure()
         if (problem !== undefined) resume(Effect.fail(problem))
         else if (!this.socket.writableNeedDrain) resume(Effect.void)
-        else (this.drainWaiters ??= []).push(wake)
+        else (this.more.drainWaiters ??= []).push(wake)
       }
-      ;(this.drainWaiters ??= []).push(wake)
+      ;(this.more.drainWaiters ??= []).push(wake)
       return Effect.sync(() => {
-        const waiters = this.drainWaiters
+        const waiters = this.extra?.drainWaiters
         const index = waiters === undefined ? -1 : waiters.indexOf(wake)
         if (index !== -1) waiters!.splice(index, 1)
       })
@@ -294,9 +325,9 @@ class SocketTransport extends Transport.BufferedInput implements NodeTransport {
   }
 
   get end(): Effect.Effect<void> {
-    return this.endEffect ??= Effect.sync(() => {
+    return this.more.endEffect ??= Effect.sync(() => {
       if (this.outputEnded || this.failure !== undefined) return
-      this.outputEnded = true
+      this.flags |= OUTPUT_ENDED
       this.socket.end()
       this.wakeWriters()
     })
