@@ -31,7 +31,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, awaitConnections, type Child, DURATION_MS, type EchoRates, envNumber, fmt, measureEcho, median, ROUNDS, type Server, type ServerStats, WARMUP_MS, withBench } from "./ipc.ts"
+import { alternate, awaitConnections, type Child, DURATION_MS, type EchoRates, envNumber, fmt, GeneratorCheck, measureEcho, median, ROUNDS, type Server, type ServerStats, WARMUP_MS, withBench } from "./ipc.ts"
 import type { EchoParams, OpenResult } from "./load.ts"
 import { printTopFunctions } from "./profile.ts"
 
@@ -146,15 +146,13 @@ const main = async () => {
     const rows: Array<string> = []
     const addRow = (scenario: string, metric: string, a: number, b: number, digits: number) =>
       rows.push(`| ${scenario} | ${metric} | ${fmt(a, digits)} | ${fmt(b, digits)} | ${fmt(a / b, 2)} |`)
-    let busiestGenerator = 0
-    const suspect: Array<string> = []
+    const generatorCheck = new GeneratorCheck()
     const messagesPerSecond: Record<string, Record<Server["name"], number>> = {}
     const cpuPerMessage: Record<string, Record<Server["name"], number>> = {}
     for (const scenario of SCENARIOS) {
       const runs = await alternate(ROUNDS, [ours, ws], async (server) => {
           const run = await runOnce(generator, server, scenario)
-          busiestGenerator = Math.max(busiestGenerator, run.generatorCpuPercent)
-          if (run.generatorCpuPercent >= 80 && run.serverCpuPercent < 90) suspect.push(`${scenario.key}/${server.name}`)
+          generatorCheck.add(`${scenario.key}/${server.name}`, run)
           console.error(
             `  ${scenario.key} ${server.name.padEnd(4)} ${fmt(run.messagesPerSecond)} msg/s, server ${fmt(run.serverCpuPerMessage, 2)} µs/msg (${fmt(run.serverCpuPercent)} % CPU), generator ${fmt(run.generatorCpuPercent)} % CPU, ${run.wireBytes} B/message sent` +
               `, ${fmt(run.compressedPercent)} % of replies compressed` +
@@ -216,11 +214,7 @@ const main = async () => {
       console.log(`- RSS per compressing connection ≤ ws: ${fmt(a)} B vs ${fmt(b)} B (${fmt(a / b, 2)} ×) — ${verdict(a <= b)}`)
     }
     console.log("")
-    console.log(
-      suspect.length === 0
-        ? `Generator: at most ${fmt(busiestGenerator)} % of a core in any run, and never ≥ 80 % while the server was under 90 %: not the bottleneck.`
-        : `WARNING: the generator used ≥ 80 % of a core while the server was under 90 % in ${suspect.join(", ")}: those runs may be bounded by the generator.`
-    )
+    console.log(generatorCheck.verdict)
     console.log(
       "ours/ws: > 1 is better for messages/s; < 1 is better for CPU and memory. A message is one round trip. CPU % counts all threads (ws runs zlib on libuv's threadpool, ours on the event loop), so it can exceed 100."
     )

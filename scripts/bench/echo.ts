@@ -20,7 +20,7 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, type Child, DURATION_MS, type EchoRates, fmt, measureEcho, median, ROUNDS, type Server, WARMUP_MS, withBench } from "./ipc.ts"
+import { alternate, type Child, DURATION_MS, type EchoRates, fmt, GeneratorCheck, measureEcho, median, ROUNDS, type Server, WARMUP_MS, withBench } from "./ipc.ts"
 import { printTopFunctions } from "./profile.ts"
 
 const PROFILE = process.env["BENCH_PROFILE"] === "1"
@@ -77,14 +77,11 @@ const main = async () => {
     )
 
     const rows: Array<string> = []
-    let busiestGenerator = 0
-    /** Runs where the generator was busy while the server was not saturated. */
-    const suspect: Array<string> = []
+    const generatorCheck = new GeneratorCheck()
     for (const scenario of SCENARIOS) {
       const runs = await alternate(ROUNDS, [ours, ws], async (server) => {
           const run = await runOnce(generator, server, scenario)
-          busiestGenerator = Math.max(busiestGenerator, run.generatorCpuPercent)
-          if (run.generatorCpuPercent >= 80 && run.serverCpuPercent < 90) suspect.push(`${scenario.key}/${server.name}`)
+          generatorCheck.add(`${scenario.key}/${server.name}`, run)
           console.error(
             `  ${scenario.key} ${server.name.padEnd(4)} ${fmt(run.messagesPerSecond)} msg/s, server ${fmt(run.serverCpuPerMessage, 2)} µs/msg (${fmt(run.serverCpuPercent)} % CPU), generator ${fmt(run.generatorCpuPercent)} % CPU` +
               (run.samples > 0 ? `, RTT p50 ${fmt(run.p50, 1)} µs p99 ${fmt(run.p99, 1)} µs over ${fmt(run.samples)}` : "")
@@ -112,11 +109,7 @@ const main = async () => {
     console.log("|---|---|---:|---:|---:|")
     for (const row of rows) console.log(row)
     console.log("")
-    console.log(
-      suspect.length === 0
-        ? `Generator: at most ${fmt(busiestGenerator)} % of a core in any run, and never ≥ 80 % while the server was under 90 %: not the bottleneck.`
-        : `WARNING: the generator used ≥ 80 % of a core while the server was under 90 % in ${suspect.join(", ")}: those runs may be bounded by the generator.`
-    )
+    console.log(generatorCheck.verdict)
     console.log(
       "ours/ws: > 1 is better for messages/s; < 1 is better for RTT and CPU µs/message. A message is one round trip (client → server → client)."
     )

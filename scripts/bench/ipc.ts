@@ -361,6 +361,28 @@ export interface EchoRates {
   readonly generatorCpuPercent: number
 }
 
+/**
+ * Watches the generator across echo runs: a run where it was busy (≥ 80 % of a core) while the
+ * server was not saturated (< 90 %) may have been bounded by the generator, not the server.
+ */
+export class GeneratorCheck {
+  private busiest = 0
+  private readonly suspect: Array<string> = []
+
+  /** Records one run; `label` names it in the warning. */
+  add(label: string, run: EchoRates): void {
+    this.busiest = Math.max(this.busiest, run.generatorCpuPercent)
+    if (run.generatorCpuPercent >= 80 && run.serverCpuPercent < 90) this.suspect.push(label)
+  }
+
+  /** The one-line verdict printed under a benchmark's table. */
+  get verdict(): string {
+    return this.suspect.length === 0
+      ? `Generator: at most ${fmt(this.busiest)} % of a core in any run, and never ≥ 80 % while the server was under 90 %: not the bottleneck.`
+      : `WARNING: the generator used ≥ 80 % of a core while the server was under 90 % in ${this.suspect.join(", ")}: those runs may be bounded by the generator.`
+  }
+}
+
 /** One echo run as the server saw it: the generator's result and the server's CPU over the generator's window. */
 export interface MeasuredEcho extends EchoRates {
   readonly result: EchoResult
