@@ -76,11 +76,7 @@ export interface PerMessageDeflateConfig {
   readonly clientMaxWindowBits?: number
   /** Send messages whose payload is at most this many bytes uncompressed (default: compress every message). */
   readonly compressIfBiggerThan?: number
-  /**
-   * Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`). A
-   * predicate: it may be asked more than once about one message (the session asks whether the
-   * message passes through, then the hook compresses it).
-   */
+  /** Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`); asked once per message. */
   readonly compressIf?: (message: Extension.Message) => boolean
   /**
    * Largest inflated message in bytes (default `DEFAULT_MAX_MESSAGE_SIZE`); inflation stops as
@@ -545,9 +541,14 @@ class Instance implements PerMessageDeflateExtension {
     return this.config.compressIf === undefined || this.config.compressIf(message)
   }
 
+  /** The message `outgoingUnchanged` last found to need compressing: its hook call does not ask `compressIf` again. */
+  private toCompress: Extension.Message | undefined = undefined
+
   // Methods (the session calls them on the extension), so an instance holds no closures for them.
   outgoingUnchanged(message: Extension.Message): boolean {
-    return this.deflater === undefined || !this.shouldCompress(message)
+    const unchanged = this.deflater === undefined || !this.shouldCompress(message)
+    this.toCompress = unchanged ? undefined : message
+    return unchanged
   }
 
   incomingUnchanged(message: Extension.Message): boolean {
@@ -558,7 +559,9 @@ class Instance implements PerMessageDeflateExtension {
     message: Extension.Message
   ): Effect.Effect<Extension.Message, Errors.ExtensionError> => {
     const deflater = this.deflater
-    if (deflater === undefined || !this.shouldCompress(message)) return Effect.succeed(message)
+    const decided = this.toCompress === message
+    this.toCompress = undefined
+    if (deflater === undefined || !(decided || this.shouldCompress(message))) return Effect.succeed(message)
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
     const started = deflater.start([message.payload], Number.POSITIVE_INFINITY, 0)
     return Effect.isEffect(started) ? Effect.flatMap(started, (o) => compressed(message, o)) : compressed(message, started)

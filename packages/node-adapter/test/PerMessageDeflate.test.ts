@@ -180,8 +180,9 @@ describe("PerMessageDeflate messages", () => {
       const config = { compressIfBiggerThan: 1023 }
       const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", extensions: PerMessageDeflate.extensions(config) })
         .pipe(Scope.provide(scope))
+      let asked = 0
       const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${server.port}/`, {
-        extensions: PerMessageDeflate.extensions(config)
+        extensions: PerMessageDeflate.extensions({ ...config, compressIf: () => ++asked > 0 })
       }).pipe(Scope.provide(scope))
       // Compressing it takes several steps: the small ones are sent while the send gate is held.
       const big = sample(PerMessageDeflate.STEP_BYTES * 3 + 5, 1)
@@ -194,6 +195,7 @@ describe("PerMessageDeflate messages", () => {
       const received = [yield* session.receive, yield* session.receive, yield* session.receive]
       assert.deepStrictEqual(received.map((m) => textOf(m).slice(0, 20)), [big.slice(0, 20), "small 1", `bin:${Buffer.from("small 2").toString("hex")}`])
       assert.strictEqual(textOf(received[0]!), big)
+      assert.strictEqual(asked, 1, "compressIf is asked once, for the big message only (the small ones are below the threshold)")
       yield* Scope.close(scope, Exit.void)
     }))
 
