@@ -1,3 +1,3 @@
-import { defineProject } from "vitest/config"
+import { project } from "../../vitest.shared.ts"
 
-export default defineProject({ test: { name: "core", include: ["test/**/*.test.ts"] } })
+export default project("core")

@@ -170,7 +170,7 @@ export class Child {
   constructor(name: string, file: string, execArgv: ReadonlyArray<string>) {
     this.name = name
     const child = fork(fileURLToPath(new URL(file, import.meta.url)), [], {
-      execArgv: [...execArgv],
+      execArgv: ["--conditions=@effect-ws/source", ...execArgv],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
       env: { ...process.env, NODE_NO_WARNINGS: "1" }
     })

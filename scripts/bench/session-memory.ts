@@ -1,5 +1,5 @@
 /**
- * `npx node --expose-gc scripts/bench/session-memory.ts [N]`: retained heap per idle server
+ * `npx node --expose-gc --conditions=@effect-ws/source scripts/bench/session-memory.ts [N]`: retained heap per idle server
  * session, ours next to `ws`, in one process.
  *
  * Method (heapUsed after a full GC at each step, so only what the connections retain counts):
@@ -23,7 +23,7 @@ const N = Number(process.argv[2] ?? 5000)
 
 const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) {
-  console.error("run with: npx node --expose-gc scripts/bench/session-memory.ts")
+  console.error("run with: npx node --expose-gc --conditions=@effect-ws/source scripts/bench/session-memory.ts")
   process.exit(1)
 }
 

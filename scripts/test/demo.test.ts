@@ -132,7 +132,7 @@ describe("demo shutdown", () => {
 /** Runs `npm run echo-client -- url` and resolves with its exit code (killed after 20 s). */
 const runEchoClient = (url: string) =>
   new Promise<number | null>((resolve) => {
-    const child = spawn(process.execPath, [join(root, "scripts/demo/echo-client.ts"), url], { stdio: "ignore" })
+    const child = spawn(process.execPath, ["--conditions=@effect-ws/source", join(root, "scripts/demo/echo-client.ts"), url], { stdio: "ignore" })
     const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
     child.on("exit", (code) => {
       clearTimeout(timer)

@@ -1,43 +1,60 @@
 /**
- * README.md's TypeScript examples compile and run: every ```ts block is written to its own file
- * under `.tsbuild/readme/`, all of them are typechecked with the project's compiler settings, and
- * each block is run with Node unless its info string says `no-run` (servers that wait for SIGINT).
+ * The READMEs' TypeScript examples compile and run (the root README.md and each package's, see
+ * `readmeFiles`): every ```ts block is written to its own file under `.tsbuild/readme/`, all of
+ * them are typechecked together with the project's compiler settings, and each block is run with
+ * Node unless its info string says `no-run` (servers that wait for SIGINT). A `no-run` block
+ * that serves under `NodeRuntime.runMain` is started too: it must announce its `ws://` URL,
+ * accept a connection there, and exit cleanly on SIGINT. `@effect-ws/*` resolve to the sources
+ * (`--conditions=@effect-ws/source`, the `customConditions` of tsconfig.base.json).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { spawnSync } from "node:child_process"
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { spawn, spawnSync } from "node:child_process"
+import { mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
+import { WebSocket } from "ws"
+import { type ReadmeBlock, readmeBlocks, readmeFiles } from "./readme-blocks.ts"
 
 const root = resolve(import.meta.dirname, "../..")
 const dir = join(root, ".tsbuild", "readme")
 
-interface Block {
-  readonly index: number
-  readonly run: boolean
-  readonly code: string
+/** How long one example may run (each should take well under a few seconds). */
+const RUN_TIMEOUT_MS = 20_000
+
+interface Example extends ReadmeBlock {
+  /** The README it comes from, repo-relative. */
+  readonly file: string
+  /** Its file name under `dir`, e.g. `packages-core-README-0.ts`. */
+  readonly name: string
 }
 
-const blocks = (): Array<Block> => {
-  const readme = readFileSync(join(root, "README.md"), "utf8")
-  const out: Array<Block> = []
-  const fence = /^```ts([^\n]*)\n([\s\S]*?)^```$/gm
-  for (let m = fence.exec(readme); m !== null; m = fence.exec(readme)) {
-    out.push({ index: out.length, run: !m[1]!.includes("no-run"), code: m[2]! })
-  }
-  return out
+const examples: ReadonlyArray<Example> = readmeFiles.flatMap((file) =>
+  readmeBlocks(file).map((block) => ({
+    ...block,
+    file,
+    name: `${file.replace(/\.md$/, "").replace(/[^A-Za-z0-9]+/g, "-")}-${block.index}.ts`
+  }))
+)
+
+/** How long a server example may take to announce its URL, and to exit after SIGINT. */
+const SERVE_TIMEOUT_MS = 15_000
+
+const write = (example: Example): string => {
+  const path = join(dir, example.name)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(path, example.code)
+  return path
 }
 
 describe("README examples", () => {
-  const examples = blocks()
-
-  it("has TypeScript examples", () => {
-    assert.isAtLeast(examples.length, 1)
-  })
+  for (const file of readmeFiles) {
+    it(`${file} has TypeScript examples`, () => {
+      assert.isAtLeast(examples.filter((e) => e.file === file).length, 1)
+    })
+  }
 
   it("typecheck under the project's strict settings", () => {
     rmSync(dir, { recursive: true, force: true })
-    mkdirSync(dir, { recursive: true })
-    for (const b of examples) writeFileSync(join(dir, `example-${b.index}.ts`), b.code)
+    for (const example of examples) write(example)
     writeFileSync(
       join(dir, "tsconfig.json"),
       JSON.stringify({
@@ -62,12 +79,69 @@ describe("README examples", () => {
     assert.strictEqual(r.status, 0, r.stdout + r.stderr)
   }, 60_000)
 
-  for (const b of examples.filter((x) => x.run)) {
-    it(`example ${b.index} runs`, () => {
-      const file = join(dir, `example-${b.index}.ts`)
-      writeFileSync(file, b.code)
-      const r = spawnSync(process.execPath, [file], { encoding: "utf8", timeout: 30_000 })
-      assert.strictEqual(r.status, 0, r.stdout + r.stderr)
-    }, 40_000)
+  for (const example of examples.filter((e) => e.run)) {
+    it(`${example.file} example ${example.index} runs`, () => {
+      const r = spawnSync(process.execPath, ["--conditions=@effect-ws/source", write(example)], {
+        encoding: "utf8",
+        timeout: RUN_TIMEOUT_MS,
+        killSignal: "SIGKILL"
+      })
+      const outcome = r.error !== undefined ? `${r.error.message}\n` : r.signal !== null ? `killed by ${r.signal}\n` : ""
+      assert.strictEqual(r.status, 0, outcome + r.stdout + r.stderr)
+    }, RUN_TIMEOUT_MS + 10_000)
+  }
+
+  for (const example of examples.filter((e) => !e.run && e.code.includes("NodeRuntime.runMain("))) {
+    it(`${example.file} example ${example.index} serves until SIGINT`, async () => {
+      const child = spawn(process.execPath, ["--conditions=@effect-ws/source", write(example)], {
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+      try {
+        const url = await new Promise<string>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no ws:// URL announced:\n${output}`)), SERVE_TIMEOUT_MS)
+          const onData = (chunk: Buffer) => {
+            output += chunk.toString("utf8")
+            const announced = /wss?:\/\/[^\s"'`]+/.exec(output)
+            if (announced !== null) {
+              clearTimeout(timer)
+              resolve(announced[0])
+            }
+          }
+          child.stdout.on("data", onData)
+          child.stderr.on("data", onData)
+          void exited.then((code) => {
+            clearTimeout(timer)
+            reject(new Error(`exited with ${code} before serving:\n${output}`))
+          })
+        })
+        // A client opens a connection, sends a message, expects an answer within 2 s, and closes.
+        const closed = await new Promise<{ readonly code: number; readonly replied: boolean }>((resolve, reject) => {
+          const ws = new WebSocket(url)
+          let replied = false
+          ws.on("open", () => {
+            ws.send("hello")
+            setTimeout(() => ws.close(1000), 2_000).unref()
+          })
+          ws.on("message", () => {
+            replied = true
+            ws.close(1000)
+          })
+          ws.on("close", (code) => resolve({ code, replied }))
+          ws.on("error", reject)
+        })
+        assert.deepStrictEqual(closed, { code: 1000, replied: true }, output)
+        child.kill("SIGINT")
+        const code = await Promise.race([
+          exited,
+          new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), SERVE_TIMEOUT_MS).unref())
+        ])
+        // NodeRuntime.runMain exits with 130 after an interrupt by SIGINT.
+        assert.include([0, 130], code, `exit after SIGINT: ${code}\n${output}`)
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      }
+    }, 2 * SERVE_TIMEOUT_MS + 10_000)
   }
 })

@@ -35,7 +35,7 @@ export const isExtensionHeaderError = (u: unknown): u is ExtensionHeaderError =>
   typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "ExtensionHeaderError"
 
 /** Whether `s` is an RFC 7230 token: one or more tchars (no spaces, separators, controls or non-ASCII). */
-export const isToken = isTokenString
+export const isToken: (s: string) => boolean = isTokenString
 
 /** RFC 7230 qdtext / quoted-pair payload: HTAB, SP, VCHAR, obs-text (0x80-0xFF). */
 const isQuotable = (c: number): boolean => c === 0x09 || (c >= 0x20 && c <= 0x7e) || (c >= 0x80 && c <= 0xff)

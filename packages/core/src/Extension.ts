@@ -81,12 +81,14 @@ export interface WebSocketExtension extends RsvBits {
 /** Builds a fresh extension instance per connection from a configuration. `key` identifies the kind. */
 export interface WebSocketExtensionFactory<Config, Ext extends WebSocketExtension> extends RsvBits {
   readonly key: string
+  /** Creates one extension instance from `config` (called once per connection, through `ExtensionInstaller.build`). */
   readonly install: (config: Config) => Ext
 }
 
 /** An installer recorded by `install`: the factory's identity and bits, and how to build one instance. */
 export interface ExtensionInstaller extends RsvBits {
   readonly key: string
+  /** Creates a fresh extension instance from the factory and config given to `install`. */
   readonly build: () => WebSocketExtension
 }
 

@@ -251,6 +251,10 @@ const parserOptionsOf = (
 
 /** What a session built on a raw session runs first when their scope closes (see `closeFirst`). */
 export interface ScopeCloseHook {
+  /**
+   * Runs first when the raw session's scope closes, while its reader and writer still run; the
+   * raw shutdown (reader, writer, transport) follows even if this effect dies.
+   */
   onScopeClose(): Effect.Effect<void>
 }
 

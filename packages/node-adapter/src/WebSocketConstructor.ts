@@ -19,9 +19,12 @@ import { Effect, FiberSet, type Fiber, Layer, Queue, type Scope } from "effect"
 import { Socket } from "effect/socket"
 import * as WebSocketClient from "./WebSocketClient.ts"
 
-type EventType = "open" | "message" | "error" | "close"
-type Listener = (event: Socket.WebSocketEvent) => void
-type RunFork = (effect: Effect.Effect<void>) => Fiber.Fiber<void>
+/** The events an `EffectWebSocket` dispatches, as a WHATWG `WebSocket` does. */
+export type EventType = "open" | "message" | "error" | "close"
+/** A listener given to `addEventListener`; it is called with the event. */
+export type Listener = (event: Socket.WebSocketEvent) => void
+/** Runs an effect on the runtime the constructor was built with and returns its fiber. */
+export type RunFork = (effect: Effect.Effect<void>) => Fiber.Fiber<void>
 type Outgoing = string | Uint8Array | CloseReason.CloseReason
 
 /** The event a listener gets; `close` events also carry `wasClean`. */

@@ -1,0 +1,95 @@
+/**
+ * The consumer program of the package check (`scripts/test/consumer.test.ts`): copied into a
+ * project outside the repo that installed the packed tarballs, compiled there with `tsc`, and run
+ * on Node 22, Node 24 and Bun. It imports only the published names. A server with
+ * permessage-deflate on port 0, then three clients: a text round trip, a compressed binary round
+ * trip, and a codec frame through `sendFrame`; each ends with a clean close (1000 on both sides).
+ * Prints one JSON line with what it saw and exits 1 when any check fails.
+ */
+import { CloseReason, Frame } from "@effect-ws/codec"
+import { DefaultWebSocketSession } from "@effect-ws/core"
+import { PerMessageDeflate, WebSocketClient, WebSocketServer } from "@effect-ws/node-adapter"
+import { Effect } from "effect"
+
+type Outcome = { readonly check: string; readonly ok: boolean; readonly detail: string }
+
+const echo = (session: DefaultWebSocketSession.WebSocketSession) =>
+  session.consumeEach((message) => session.sendFrame(message))
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i])
+
+const program = Effect.gen(function*() {
+  const server = yield* WebSocketServer.make(echo, {
+    host: "127.0.0.1",
+    port: 0,
+    extensions: PerMessageDeflate.extensions({ compressIfBiggerThan: 64 })
+  })
+  const url = `ws://127.0.0.1:${server.port}/`
+  const outcomes: Array<Outcome> = []
+
+  // A text round trip without extensions, then a clean close.
+  yield* Effect.scoped(Effect.gen(function*() {
+    const { extensions, session } = yield* WebSocketClient.connect(url)
+    yield* session.send("hello from a consumer")
+    const reply = yield* session.receive
+    const text = reply._tag === "Text" ? DefaultWebSocketSession.readText(reply) : "(binary)"
+    yield* session.close()
+    const reason = yield* session.awaitClose
+    outcomes.push({ check: "text echo", ok: text === "hello from a consumer", detail: text })
+    outcomes.push({ check: "no extension unless offered", ok: extensions.length === 0, detail: `${extensions.length}` })
+    outcomes.push({ check: "clean close", ok: reason.code === CloseReason.CloseCode.Normal, detail: `${reason.code}` })
+  }))
+
+  // A compressible binary message through a negotiated permessage-deflate.
+  yield* Effect.scoped(Effect.gen(function*() {
+    const { extensions, headers, session } = yield* WebSocketClient.connect(url, {
+      extensions: PerMessageDeflate.extensions()
+    })
+    const payload = new Uint8Array(256 * 1024).map((_, i) => i % 7)
+    yield* session.send(payload)
+    const reply = yield* session.receive
+    yield* session.close()
+    const reason = yield* session.awaitClose
+    const negotiated = String(headers["sec-websocket-extensions"] ?? "")
+    outcomes.push({
+      check: "permessage-deflate negotiated",
+      ok: extensions.length === 1 && negotiated.startsWith("permessage-deflate"),
+      detail: negotiated
+    })
+    outcomes.push({
+      check: "compressed echo",
+      ok: reply._tag === "Binary" && sameBytes(reply.payload, payload),
+      detail: `${reply.payload.length} bytes`
+    })
+    outcomes.push({ check: "clean close after deflate", ok: reason.code === CloseReason.CloseCode.Normal, detail: `${reason.code}` })
+  }))
+
+  // A codec frame sent as it is.
+  yield* Effect.scoped(Effect.gen(function*() {
+    const { session } = yield* WebSocketClient.connect(url)
+    yield* session.sendFrame(Frame.text("a codec frame"))
+    const reply = yield* session.receive
+    yield* session.close(CloseReason.CloseReason(CloseReason.CloseCode.GoingAway, "bye"))
+    const reason = yield* session.awaitClose
+    outcomes.push({
+      check: "codec frame",
+      ok: reply._tag === "Text" && DefaultWebSocketSession.readText(reply) === "a codec frame",
+      detail: reply._tag
+    })
+    outcomes.push({ check: "close code chosen by the client", ok: reason.code === 1001, detail: `${reason.code}` })
+  }))
+  return outcomes
+}).pipe(Effect.scoped, Effect.timeout("20 seconds"))
+
+const runtime = typeof (globalThis as { Bun?: unknown }).Bun === "object" ? "bun" : "node"
+Effect.runPromise(program).then(
+  (outcomes) => {
+    const failed = outcomes.filter((o) => !o.ok)
+    console.log(JSON.stringify({ runtime, version: process.version, outcomes }))
+    process.exitCode = failed.length === 0 ? 0 : 1
+  },
+  (error: unknown) => {
+    console.log(JSON.stringify({ runtime, version: process.version, error: String(error) }))
+    process.exitCode = 1
+  }
+)
