@@ -8,11 +8,11 @@
  * (`--conditions=@effect-ws/source`, the `customConditions` of tsconfig.base.json).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { spawn, spawnSync } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import { mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
-import { WebSocket } from "ws"
 import { type ReadmeBlock, readmeBlocks, readmeFiles } from "./readme-blocks.ts"
+import { isServerExample, SERVE_TIMEOUT_MS, serveUntilSigint } from "./serve-example.ts"
 
 const root = resolve(import.meta.dirname, "../..")
 const dir = join(root, ".tsbuild", "readme")
@@ -34,9 +34,6 @@ const examples: ReadonlyArray<Example> = readmeFiles.flatMap((file) =>
     name: `${file.replace(/\.md$/, "").replace(/[^A-Za-z0-9]+/g, "-")}-${block.index}.ts`
   }))
 )
-
-/** How long a server example may take to announce its URL, and to exit after SIGINT. */
-const SERVE_TIMEOUT_MS = 15_000
 
 const write = (example: Example): string => {
   const path = join(dir, example.name)
@@ -91,57 +88,8 @@ describe("README examples", () => {
     }, RUN_TIMEOUT_MS + 10_000)
   }
 
-  for (const example of examples.filter((e) => !e.run && e.code.includes("NodeRuntime.runMain("))) {
-    it(`${example.file} example ${example.index} serves until SIGINT`, async () => {
-      const child = spawn(process.execPath, ["--conditions=@effect-ws/source", write(example)], {
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let output = ""
-      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
-      try {
-        const url = await new Promise<string>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`no ws:// URL announced:\n${output}`)), SERVE_TIMEOUT_MS)
-          const onData = (chunk: Buffer) => {
-            output += chunk.toString("utf8")
-            const announced = /wss?:\/\/[^\s"'`]+/.exec(output)
-            if (announced !== null) {
-              clearTimeout(timer)
-              resolve(announced[0])
-            }
-          }
-          child.stdout.on("data", onData)
-          child.stderr.on("data", onData)
-          void exited.then((code) => {
-            clearTimeout(timer)
-            reject(new Error(`exited with ${code} before serving:\n${output}`))
-          })
-        })
-        // A client opens a connection, sends a message, expects an answer within 2 s, and closes.
-        const closed = await new Promise<{ readonly code: number; readonly replied: boolean }>((resolve, reject) => {
-          const ws = new WebSocket(url)
-          let replied = false
-          ws.on("open", () => {
-            ws.send("hello")
-            setTimeout(() => ws.close(1000), 2_000).unref()
-          })
-          ws.on("message", () => {
-            replied = true
-            ws.close(1000)
-          })
-          ws.on("close", (code) => resolve({ code, replied }))
-          ws.on("error", reject)
-        })
-        assert.deepStrictEqual(closed, { code: 1000, replied: true }, output)
-        child.kill("SIGINT")
-        const code = await Promise.race([
-          exited,
-          new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), SERVE_TIMEOUT_MS).unref())
-        ])
-        // NodeRuntime.runMain exits with 130 after an interrupt by SIGINT.
-        assert.include([0, 130], code, `exit after SIGINT: ${code}\n${output}`)
-      } finally {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-      }
-    }, 2 * SERVE_TIMEOUT_MS + 10_000)
+  for (const example of examples.filter(isServerExample)) {
+    it(`${example.file} example ${example.index} serves until SIGINT`, () =>
+      serveUntilSigint(process.execPath, ["--conditions=@effect-ws/source", write(example)]), 2 * SERVE_TIMEOUT_MS + 10_000)
   }
 })
