@@ -136,7 +136,7 @@ describe("packed packages in a project outside the repo", () => {
     writeFileSync(join(project, "src", "app.ts"), readFileSync(join(root, "scripts/consumer/app.ts")))
     for (const file of readmeFiles) {
       for (const block of readmeBlocks(join(root, file))) {
-        const kind = block.run ? "" : isServerExample(block) ? ".serve" : ".norun"
+        const kind = block.run ? "" : isServerExample(block) ? ".serve" : block.needsServer ? ".client" : ".norun"
         const name = `${file.replace(/[/.]/g, "_")}-${block.index}${kind}.ts`
         mkdirSync(join(project, "src", "readme"), { recursive: true })
         writeFileSync(join(project, "src", "readme", name), block.code)
@@ -204,7 +204,7 @@ describe("packed packages in a project outside the repo", () => {
 
   it("runs the READMEs' runnable examples on Node 24", () => {
     const dir = join(project, "out", "readme")
-    const runnable = readdirSync(dir).filter((f) => f.endsWith(".js") && !f.includes(".norun") && !f.includes(".serve"))
+    const runnable = readdirSync(dir).filter((f) => /-\d+\.js$/.test(f))
     assert.isAtLeast(runnable.length, 1)
     for (const file of runnable) {
       const r = sh(process.execPath, [join(dir, file)], project, 30_000)
@@ -212,13 +212,30 @@ describe("packed packages in a project outside the repo", () => {
     }
   }, STEP_TIMEOUT)
 
-  it("the root README's server example serves from the consumer project and stops on SIGINT", async () => {
-    const servers = readdirSync(join(project, "out", "readme")).filter((f) => f.startsWith("README_md-") && f.endsWith(".serve.js"))
+  it("the root README's server example serves from the consumer project, answers its client example, stops on SIGINT", async () => {
+    const dir = join(project, "out", "readme")
+    const servers = readdirSync(dir).filter((f) => f.startsWith("README_md-") && f.endsWith(".serve.js"))
+    const clients = readdirSync(dir).filter((f) => f.startsWith("README_md-") && f.endsWith(".client.js"))
     assert.isAtLeast(servers.length, 1)
+    assert.isAtLeast(clients.length, 1)
     for (const file of servers) {
-      await serveUntilSigint(process.execPath, [join(project, "out", "readme", file)], { cwd: project, env: userEnv() })
+      await serveUntilSigint(process.execPath, [join(dir, file)], {
+        cwd: project,
+        env: userEnv(),
+        during: (port) => {
+          for (const client of clients) {
+            const r = spawnSync(process.execPath, [join(dir, client)], {
+              cwd: project,
+              env: { ...userEnv(), PORT: String(port) },
+              encoding: "utf8",
+              timeout: 30_000
+            })
+            assert.strictEqual(r.status, 0, `${client}:\n${r.stdout}\n${r.stderr}`)
+          }
+        }
+      })
     }
-  }, 2 * SERVE_TIMEOUT_MS + 10_000)
+  }, 2 * SERVE_TIMEOUT_MS + 40_000)
 
   it("hides internal modules and resolves every public module", () => {
     const script = `

@@ -1,7 +1,7 @@
 /**
  * Starts a README server example (a `no-run` block serving under `NodeRuntime.runMain`) and checks
- * what a user would: it announces its `ws://` URL, answers a message there, and exits cleanly on
- * SIGINT. The example gets a free port through `PORT` (the README's server reads it, default
+ * what a user would: it announces its `ws://` URL, answers a message there (and whatever `during`
+ * runs against it), and exits cleanly on SIGINT. The example gets a free port through `PORT` (the README's server reads it, default
  * 8081), so tests running side by side never share a port. Used by `readme.test.ts` (sources) and
  * `consumer.test.ts` (installed tarballs).
  */
@@ -31,7 +31,12 @@ export const isServerExample = (block: { readonly run: boolean; readonly code: s
 export const serveUntilSigint = async (
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly cwd?: string; readonly env?: NodeJS.ProcessEnv } = {}
+  options: {
+    readonly cwd?: string
+    readonly env?: NodeJS.ProcessEnv
+    /** Runs while the server serves (after the echo check), with its port: e.g. the README's client examples. */
+    readonly during?: (port: number) => Promise<void> | void
+  } = {}
 ): Promise<void> => {
   const port = await freePort()
   const child = spawn(command, [...args], {
@@ -76,6 +81,7 @@ export const serveUntilSigint = async (
       ws.on("error", reject)
     })
     assert.deepStrictEqual(closed, { code: 1000, replied: true }, output)
+    await options.during?.(port)
     child.kill("SIGINT")
     const code = await Promise.race([
       exited,
