@@ -163,6 +163,24 @@ describe("DefaultWebSocketSession: one Pong per Ping (conformance §2, H15)", ()
       yield* closeAndCheck
     }))
 
+  it.effect("Pongs go ahead of the data frames already queued, in their own order", () =>
+    Effect.gen(function*() {
+      const { session, peer, closeAndCheck } = yield* setup({ kit: { highWaterMark: 64 } })
+      yield* session.send(new Uint8Array(1000).fill(1)) // written; the write waits for the peer to read
+      yield* settle
+      yield* session.send("a")
+      yield* session.send("b")
+      yield* peer.send(Frame.ping(utf8("p1")), Frame.ping(utf8("p2")))
+      yield* settle
+      const seen: Array<string> = []
+      for (let i = 0; i < 5; i++) {
+        const e = yield* peer.next
+        seen.push(`${e._tag}:${text(e).slice(0, 2)}`)
+      }
+      assert.deepStrictEqual(seen, ["Binary:\u0001\u0001", "Pong:p1", "Pong:p2", "Text:a", "Text:b"])
+      yield* closeAndCheck
+    }))
+
   it.effect("no Pong after our Close: a Ping that arrives once our Close is queued is not answered; one before it is, ahead of it", () =>
     Effect.gen(function*() {
       const { session, peer, closeAndCheck } = yield* setup({ kit: { highWaterMark: 64 } })
