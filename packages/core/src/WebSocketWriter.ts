@@ -312,11 +312,13 @@ export class WebSocketWriter {
    * expect one each. The queue is bounded by the caller (`pendingPongBytes`, `awaitPongRoom`):
    * the default session stops reading past its `maxPendingPongBytes`. Returns `false` (nothing
    * queued) once a Close was accepted or the writer stopped: no Pong may follow our Close.
+   * Throws a `RangeError` for a payload over 125 bytes (the parser never hands out such a Ping).
    */
   pong(payload: Uint8Array): boolean {
+    const length = payload.length
+    if (length > Frame.MAX_CONTROL_PAYLOAD) throw new RangeError(`Pong payload of ${length} bytes exceeds 125`)
     if (this.closedForSending) return false
     const pongs = this.pongs ??= new PendingPongs()
-    const length = payload.length
     let buffer = pongs.buffer
     const used = pongs.used
     if (buffer === undefined) {

@@ -205,6 +205,22 @@ describe("DefaultWebSocketSession: one Pong per Ping (conformance §2, H15)", ()
       yield* closeAndCheck
     }))
 
+  it.effect("the writer counts Pongs in wire bytes (masked for a client) until written, and refuses a payload over 125 bytes", () =>
+    Effect.gen(function*() {
+      for (const role of ["server", "client"] as const) {
+        const { session, peer, closeAndCheck } = yield* setup({ role })
+        const writer = session.raw.writer
+        assert.isTrue(writer.pong(new Uint8Array(125)))
+        assert.isTrue(writer.pong(new Uint8Array(0)))
+        assert.strictEqual(writer.pendingPongBytes, role === "client" ? 131 + 6 : 127 + 2)
+        assert.throws(() => writer.pong(new Uint8Array(126)), RangeError)
+        yield* expectPongs(peer, [new Uint8Array(125), new Uint8Array(0)])
+        yield* settle // the writer's write completes
+        assert.strictEqual(writer.pendingPongBytes, 0)
+        yield* closeBoth(peer, closeAndCheck)
+      }
+    }))
+
   it.effect("a maxPendingPongBytes that is not a number ≥ 0 is refused (RangeError)", () =>
     Effect.gen(function*() {
       for (const max of [-1, Number.NaN]) {
