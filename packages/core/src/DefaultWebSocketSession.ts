@@ -1,9 +1,11 @@
 /**
  * `DefaultWebSocketSession`: the message-level session (Ktor's `DefaultWebSocketSession`).
  * On top of a `RawWebSocket` it reassembles fragmented messages (validating text as UTF-8 as the
- * bytes arrive), answers Pings, optionally sends Pings of its own, applies extensions to whole
- * messages (and optionally fragments large outgoing ones), runs the close handshake with a
- * timeout, and completes `closeReason` exactly once on every path a session can end by.
+ * bytes arrive), answers every Ping with its own Pong (reading pauses while more than
+ * `maxPendingPongBytes` of them wait to be written), optionally sends Pings of its own, applies
+ * extensions to whole messages (and optionally fragments large outgoing ones), runs the close
+ * handshake with a timeout, and completes `closeReason` exactly once on every path a session
+ * can end by.
  *
  * Footprint: the incoming frames are processed inside the raw reader's fiber and Pings are
  * answered by the raw writer, so a session adds no fiber to the raw session's (which run only
@@ -80,6 +82,14 @@ export interface DefaultWebSocketSessionOptions {
    * them. An integer ≥ 1 (else `make` dies with a `RangeError`). Default: no fragmentation.
    */
   readonly outgoingFragmentSize?: number
+  /**
+   * Every Ping is answered by its own Pong, in order; this bounds the Pongs waiting to be written
+   * (their bytes on the wire, headers included). Past it the session stops reading from the
+   * transport until the writer has handed enough of them over (see `DEFAULT_MAX_PENDING_PONG_BYTES`
+   * for why it pauses rather than closing). A number ≥ 0 (else `make` dies with a `RangeError`);
+   * `Infinity` never pauses. Default `DEFAULT_MAX_PENDING_PONG_BYTES` (64 KiB).
+   */
+  readonly maxPendingPongBytes?: number
 }
 
 /** The errors sending a message can fail with. */
@@ -171,6 +181,24 @@ const DEFAULT_PING_TIMEOUT = Duration.seconds(15)
 /** The default `closeTimeout`: how long a close handshake may take before the transport is destroyed (10 s). */
 export const DEFAULT_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(10)
 const DEFAULT_MAX_FRAGMENTS = 1 << 20
+
+/**
+ * The default `maxPendingPongBytes`: 64 KiB of Pongs waiting to be written, about 500 Pongs with
+ * 125-byte payloads (an Autobahn burst is 10), and the default high-water mark of Node's
+ * streams and of `TestTransport`: a peer that reads its Pongs never meets it, while a flooded
+ * connection holds at most this much (plus one Pong) beyond what any connection holds in its
+ * socket buffers.
+ *
+ * Past the bound the session **pauses reading** instead of failing with 1008 (Policy Violation):
+ * TCP then pushes back on the sender, exactly as a full incoming queue does. A peer that pings
+ * fast but reads our Pongs is merely fast: it loses nothing and is not disconnected, and it slows
+ * down to the rate at which it takes its Pongs; a peer that pings and never reads stalls its own
+ * connection (its data frames wait behind its Pings), costing us a bounded buffer until the
+ * application, a ping timeout or the close timeout ends it. Closing with 1008 would be cheaper
+ * only for that last case, at the price of disconnecting a legitimate burst on a slow link.
+ * Ktor does the same with its ponger's queue of 5 Pings, which suspends the reader when full.
+ */
+export const DEFAULT_MAX_PENDING_PONG_BYTES = 64 * 1024
 /**
  * Scheduler turns the application gets to take the messages that arrived before the peer's bad
  * input (and to answer them) before the session fails: like `ws`, whose message handlers run
@@ -630,8 +658,8 @@ type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
  * (its inbox is its base class, its booleans are bits of one number, and the rarely used state
  * is in an `Extra` created when first needed): the incoming frames are processed by
  * `onFrames`/`onEnd`, called from the raw reader's fiber (no fiber or queue of its own), Pings are
- * answered through the writer's one-slot mailbox, and the functions of the public API are bound
- * only when first used.
+ * answered through the writer's Pong mailbox (created with the first Ping), and the functions of
+ * the public API are bound only when first used.
  */
 class Session extends Inbox implements WebSocketSession, FrameHandler {
   readonly raw: RawWebSocket
@@ -716,6 +744,10 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
 
   private get maxMessageSize(): number {
     return this.options.maxMessageSize ?? this.raw.maxFrameSize
+  }
+
+  private get maxPendingPongBytes(): number {
+    return this.options.maxPendingPongBytes ?? DEFAULT_MAX_PENDING_PONG_BYTES
   }
 
   private get scopeCloseReason(): CloseReason.CloseReason {
@@ -957,9 +989,19 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
           }
           break
         }
-        case "Ping":
-          this.writer.pong(frame.payload.slice())
+        case "Ping": {
+          // One Pong per Ping (the writer copies the payload). Past the bound, stop here: the rest
+          // of this chunk and the next chunks wait until the writer handed the Pongs over.
+          const writer = this.writer
+          if (writer.pong(frame.payload) && writer.pendingPongBytes > this.maxPendingPongBytes) {
+            const next = i + 1
+            return Effect.andThen(
+              writer.awaitPongRoom(this.maxPendingPongBytes),
+              Effect.suspend(() => this.continueFrom(frames, next))
+            )
+          }
           break
+        }
         case "Pong":
           this.onPong(frame.payload)
           break
@@ -1435,6 +1477,10 @@ export const make = (
     const fragmentSize = options.outgoingFragmentSize
     if (fragmentSize !== undefined && (!Number.isInteger(fragmentSize) || fragmentSize < 1)) {
       return Effect.die(new RangeError(`Invalid outgoingFragmentSize: ${fragmentSize}`))
+    }
+    const maxPongs = options.maxPendingPongBytes
+    if (maxPongs !== undefined && !(maxPongs >= 0)) {
+      return Effect.die(new RangeError(`Invalid maxPendingPongBytes: ${maxPongs}`))
     }
     if (options.closeTimeout !== undefined) Duration.fromInputUnsafe(options.closeTimeout) // a bad one fails here, not at close
     const scope = Context.get(services, Scope.Scope)
