@@ -173,7 +173,7 @@ describe("packed packages in a project outside the repo", () => {
 
   afterAll(() => {
     if (project !== "") rmSync(project, { recursive: true, force: true })
-  })
+  }, STEP_TIMEOUT)
 
   const tsc = (config: string) => sh(process.execPath, [join(root, "node_modules/.bin/tsc"), "-p", config], project)
 
