@@ -256,6 +256,20 @@ describe("replies before the Close: how long the session waits for the handler",
         yield* Scope.close(scope, Exit.void)
       }))
 
+    it.effect(`${role}, a bad frame after our own Close is not held back (nothing can be answered): the session ends with it at once`, () =>
+      Effect.gen(function*() {
+        const { peer, send, session, scope } = yield* setup(role, TIMINGS[0]!, hello.bytes)
+        yield* session.close()
+        yield* send
+        assert.deepStrictEqual(closeOf(yield* peer.next), [1000, ""]) // only one Close is ever sent
+        assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1002)
+        // The message before the bad frame is still delivered, then the failure.
+        assert.strictEqual(text(yield* session.receive), HELLO)
+        assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ProtocolViolation")
+        yield* finishHandshake(peer)
+        yield* Scope.close(scope, Exit.void)
+      }))
+
     it.effect(`${role}, terminate while the failure waits for the handler: the session ends at once with it, without a Close`, () =>
       Effect.gen(function*() {
         const { ours, send, session, scope } = yield* setup(role, TIMINGS[0]!, hello.bytes)
