@@ -144,7 +144,7 @@ describe("EffectSocket", () => {
       const port = yield* serve(echo(ended))
       const raw = yield* connectRaw(port)
       raw.write(upgradeRequest("/"))
-      yield* readUntil(raw, (r) => r.includes("\r\n\r\n"))
+      assert.match(yield* readUntil(raw, (r) => r.includes("\r\n\r\n")), /^HTTP\/1\.1 101 /)
       raw.write(Buffer.from([0x81, 0x01, 0x41])) // an unmasked client frame: 1002
       const reason = yield* Deferred.await(ended)
       assert.strictEqual(reason._tag, "SocketReadError")
