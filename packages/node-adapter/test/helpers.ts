@@ -67,9 +67,12 @@ export const socketPair = Effect.gen(function*() {
  */
 export class ReadFailed extends Data.TaggedError("ReadFailed")<{ readonly message: string; readonly received: string }> {}
 
-/** What a failed read got, printable (control bytes escaped, cut at 400 characters). */
-const shown = (received: string): string =>
-  `${received.length} bytes: ${JSON.stringify(received.length > 400 ? `${received.slice(0, 400)}…` : received)}`
+/** What a failed read got, printable: bytes outside printable ASCII as `\xNN` (`\r`, `\n` as such), cut after 400. */
+const shown = (received: string): string => {
+  const text = (received.length > 400 ? received.slice(0, 400) : received).replace(/[^\x20-\x7e]/g, (c) =>
+    c === "\r" ? "\\r" : c === "\n" ? "\\n" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
+  return `${received.length} bytes: "${text}"${received.length > 400 ? "…" : ""}`
+}
 
 /**
  * Reads a raw socket until `done(received)` says so (checked after every chunk) or the socket
