@@ -5,8 +5,6 @@ import * as TestTransport from "../src/TestTransport.ts"
 import { bytes } from "./helpers.ts"
 
 describe("TestTransport", () => {
-  it("runs on node 24", () => assert.match(process.version, /^v24\./))
-
   it.effect("delivers bytes in order, split into chunks of chunkSize, as copies", () =>
     Effect.gen(function*() {
       const [a, b] = yield* TestTransport.makePair({ chunkSize: 2 })

@@ -65,11 +65,14 @@ describe("WebSocketReader", () => {
       const { reader } = yield* setupReader(true)
       const scope = yield* Scope.make()
       yield* reader.start.pipe(Scope.provide(scope))
-      const waiting = yield* Effect.forkChild(reader.done)
+      const before = yield* Effect.forkChild(reader.done, { startImmediately: true })
       yield* Effect.yieldNow
+      assert.isUndefined(before.pollUnsafe(), "done while the reader still runs")
       yield* Scope.close(scope, Exit.void)
-      yield* Fiber.join(waiting)
-      yield* reader.done // after: completes at once
+      yield* Effect.yieldNow // the waiting fiber resumes
+      assert.deepStrictEqual(before.pollUnsafe(), Exit.void, "awaited before the shutdown")
+      const after = yield* Effect.forkChild(reader.done, { startImmediately: true })
+      assert.deepStrictEqual(after.pollUnsafe(), Exit.void, "awaited after the shutdown: at once")
     }).pipe(Effect.scoped))
 })
 

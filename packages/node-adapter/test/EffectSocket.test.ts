@@ -4,7 +4,7 @@ import { NetAddress } from "effect/net"
 import { Socket, type SocketServer } from "effect/socket"
 import * as EffectSocket from "../src/EffectSocket.ts"
 import * as EffectSocketServer from "../src/EffectSocketServer.ts"
-import { connectRaw, readUntil, upgradeRequest } from "./helpers.ts"
+import { clientText, connectRaw, readUntil, serverText, upgradeRequest } from "./helpers.ts"
 
 const portOf = (server: SocketServer.SocketServer["Service"]): number => {
   assert.isTrue(NetAddress.isInetAddress(server.address))
@@ -144,7 +144,7 @@ describe("EffectSocket", () => {
       const port = yield* serve(echo(ended))
       const raw = yield* connectRaw(port)
       raw.write(upgradeRequest("/"))
-      yield* readUntil(raw, (r) => r.includes("\r\n\r\n"))
+      assert.match(yield* readUntil(raw, (r) => r.includes("\r\n\r\n")), /^HTTP\/1\.1 101 /)
       raw.write(Buffer.from([0x81, 0x01, 0x41])) // an unmasked client frame: 1002
       const reason = yield* Deferred.await(ended)
       assert.strictEqual(reason._tag, "SocketReadError")
@@ -160,7 +160,10 @@ describe("EffectSocket", () => {
       const socket = EffectSocket.makeClient(url(port))
       const writer = yield* socket.writer
       const early = yield* Effect.forkChild(writer.write("early"), { startImmediately: true })
-      yield* Effect.sleep("30 millis")
+      // Meanwhile another client dials the same server, upgrades and reads its welcome: a whole
+      // connection's worth of I/O and scheduler turns, and the write is still waiting.
+      const other = EffectSocket.makeClient(url(port))
+      assert.deepStrictEqual(yield* Effect.scoped(Effect.flatMap(other.reader, ({ pull }) => pull)), ["welcome"])
       assert.isUndefined(early.pollUnsafe())
       const { pull } = yield* socket.reader
       yield* Fiber.join(early)
@@ -175,8 +178,9 @@ describe("EffectSocket", () => {
       const scope = yield* Scope.make()
       const { pull } = yield* Scope.provide(socket.reader, scope)
       assert.deepStrictEqual(yield* pull, ["welcome"])
+      // Started at once: it runs until the pull suspends, waiting for a message.
       const waiting = yield* Effect.forkChild(socketErrorOf(pull), { startImmediately: true })
-      yield* Effect.sleep("10 millis")
+      assert.isUndefined(waiting.pollUnsafe())
       yield* Scope.close(scope, Exit.void)
       assert.strictEqual(closeOf(yield* Fiber.join(waiting)).code, 1006)
       assert.deepStrictEqual(closeOf(yield* Deferred.await(ended)), { code: 1000, reason: undefined })
@@ -219,18 +223,23 @@ describe("EffectSocket", () => {
       assert.strictEqual(closed.reason, "x".repeat(123))
     }).pipe(Effect.timeout("5 seconds")))
 
-  it.live("connections accepted before run wait for it; interrupting run closes their sessions with 1000", () =>
+  it.live("connections accepted before run wait for it, their messages kept; interrupting run closes their sessions with 1000", () =>
     Effect.gen(function*() {
       const server = yield* EffectSocketServer.make({ host: "127.0.0.1", shutdownTimeout: "200 millis" })
-      const socket = EffectSocket.makeClient(url(portOf(server)))
-      const writer = yield* socket.writer
-      const { pull } = yield* socket.reader
-      yield* writer.write("queued")
-      yield* Effect.sleep("20 millis")
+      const raw = yield* connectRaw(portOf(server))
+      // The upgrade, a Text "queued", then a Ping: the server's Pong proves its session has read
+      // "queued" (it reads in order), all before `run`.
+      raw.write(upgradeRequest("/"))
+      raw.write(clientText("queued"))
+      raw.write(Buffer.from([0x89, 0x81, 0, 0, 0, 0, 0x70])) // Ping "p", masked with a zero mask
+      const beforeRun = yield* readUntil(raw, (r) => r.endsWith("\x8a\x01p"))
+      assert.match(beforeRun, /^HTTP\/1\.1 101 /)
+      assert.isTrue(beforeRun.endsWith("\r\n\r\n\x8a\x01p"), "nothing but the Pong after the 101 head")
       const ended = yield* Deferred.make<Socket.SocketErrorReason>()
       const running = yield* Effect.forkChild(server.run(echo(ended)), { startImmediately: true })
-      assert.deepStrictEqual(yield* pullN(pull, 2), ["welcome", "queued"])
+      const expected = serverText("welcome") + serverText("queued")
+      assert.strictEqual(yield* readUntil(raw, (r) => r.length >= expected.length), expected)
       yield* Fiber.interrupt(running)
-      assert.deepStrictEqual(closeOf(yield* socketErrorOf(pull)), { code: 1000, reason: undefined })
+      assert.strictEqual(yield* readUntil(raw, (r) => r.length >= 4), "\x88\x02\x03\xe8") // Close 1000
     }).pipe(Effect.timeout("5 seconds")))
 })

@@ -1,5 +1,5 @@
 import { DefaultWebSocketSession } from "@effect-ws/core"
-import { type Duration, Effect, type Scope } from "effect"
+import { Data, Duration, Effect, type Scope } from "effect"
 import * as Net from "node:net"
 import type { ConnectionHandler } from "../src/WebSocketServer.ts"
 
@@ -61,26 +61,83 @@ export const socketPair = Effect.gen(function*() {
   return { client, server } as const
 })
 
-/** Everything a raw socket receives until it closes or `until(text)` holds; bounded by `timeout`. */
+/**
+ * A raw read did not get what it waited for: `until` never held (timeout, or the peer closed
+ * first), or the peer did not close in time. `received` is everything read so far.
+ */
+export class ReadFailed extends Data.TaggedError("ReadFailed")<{ readonly message: string; readonly received: string }> {}
+
+/** What a failed read got, printable: bytes outside printable ASCII as `\xNN` (`\r`, `\n` as such), cut after 400. */
+const shown = (received: string): string => {
+  const text = (received.length > 400 ? received.slice(0, 400) : received).replace(/[^\x20-\x7e]/g, (c) =>
+    c === "\r" ? "\\r" : c === "\n" ? "\\n" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
+  return `${received.length} bytes: "${text}"${received.length > 400 ? "…" : ""}`
+}
+
+/**
+ * Reads a raw socket until `done(received)` says so (checked after every chunk) or the socket
+ * closes (`closed` says whether that is the expected end); fails with `ReadFailed` after
+ * `timeout` or on an unexpected close.
+ */
+const read = (
+  socket: Net.Socket,
+  until: ((received: string) => boolean) | undefined,
+  timeout: Duration.Input,
+  waitingFor: string
+): Effect.Effect<string, ReadFailed> =>
+  Effect.suspend(() => {
+    let received = ""
+    const failed = (why: string) =>
+      new ReadFailed({ message: `${why} while waiting for ${waitingFor}; received ${shown(received)}`, received })
+    return Effect.callback<string, ReadFailed>((resume) => {
+      const stop = () => {
+        socket.off("data", onData)
+        socket.off("close", onClose)
+      }
+      const onData = (b: Buffer) => {
+        received += b.toString("latin1")
+        if (until?.(received) === true) {
+          stop()
+          resume(Effect.succeed(received))
+        }
+      }
+      const onClose = () => {
+        stop()
+        resume(until === undefined ? Effect.succeed(received) : Effect.fail(failed("the socket closed")))
+      }
+      if (socket.closed) {
+        onClose()
+        return
+      }
+      socket.on("data", onData)
+      socket.on("close", onClose)
+      return Effect.sync(stop)
+    }).pipe(
+      Effect.timeoutOrElse({
+        duration: timeout,
+        orElse: () => Effect.fail(failed(`nothing more came within ${Duration.format(Duration.fromInputUnsafe(timeout))}`))
+      })
+    )
+  })
+
+/**
+ * Everything a raw socket receives until `until(received)` holds (checked after every chunk).
+ * Fails with `ReadFailed` (carrying what was received) if the socket closes first or `until`
+ * still does not hold after `timeout`.
+ */
 export const readUntil = (
   socket: Net.Socket,
-  until: (received: string) => boolean = () => false,
+  until: (received: string) => boolean,
   timeout: Duration.Input = "2 seconds"
-): Effect.Effect<string> =>
-  Effect.callback<string>((resume) => {
-    let received = ""
-    const done = () => {
-      socket.off("data", onData)
-      socket.off("close", done)
-      resume(Effect.succeed(received))
-    }
-    const onData = (b: Buffer) => {
-      received += b.toString("latin1")
-      if (until(received)) done()
-    }
-    socket.on("data", onData)
-    socket.on("close", done)
-  }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed("<timeout>") }))
+): Effect.Effect<string, ReadFailed> => read(socket, until, timeout, "the expected bytes")
+
+/**
+ * Everything a raw socket receives until it closes (at once, with nothing, if it has closed
+ * already): for a peer expected to close the connection. Fails with `ReadFailed` (carrying what
+ * was received) if it is still open after `timeout`.
+ */
+export const readUntilClose = (socket: Net.Socket, timeout: Duration.Input = "2 seconds"): Effect.Effect<string, ReadFailed> =>
+  read(socket, undefined, timeout, "the peer to close the connection")
 
 /** Polls `check` every few ms, at most `times` times; fails the test if it never holds. */
 export const eventually = (check: () => boolean, times = 200): Effect.Effect<void, Error> =>
@@ -94,6 +151,15 @@ export const eventually = (check: () => boolean, times = 200): Effect.Effect<voi
 
 /** Latin1 bytes of a string. */
 export const latin1 = (text: string): Uint8Array => Buffer.from(text, "latin1")
+
+/** A client Text frame (masked, with a zero mask) of a latin1 text under 126 bytes. */
+export const clientText = (text: string): Uint8Array => {
+  if (text.length > 125) throw new RangeError("clientText: 125 bytes at most")
+  return Buffer.concat([Buffer.from([0x81, 0x80 | text.length, 0, 0, 0, 0]), Buffer.from(text, "latin1")])
+}
+
+/** The unmasked Text frame a server sends for a latin1 text under 126 bytes, as `readUntil` shows it. */
+export const serverText = (text: string): string => `\x81${String.fromCharCode(text.length)}${text}`
 
 /** A valid upgrade request head for `path`, with extra header lines. */
 export const upgradeRequest = (path = "/", extra: ReadonlyArray<string> = [], overrides: Record<string, string | undefined> = {}) => {
@@ -109,12 +175,16 @@ export const upgradeRequest = (path = "/", extra: ReadonlyArray<string> = [], ov
   return `GET ${path} HTTP/1.1\r\n${[...lines, ...extra].join("\r\n")}\r\n\r\n`
 }
 
-/** Sends raw bytes on a fresh connection and returns what came back until the server closed (or until the head ended, for 101). */
+/**
+ * Sends raw bytes on a fresh connection and returns what came back: until `until` holds (e.g. the
+ * end of a 101 head) when given, else until the server closed the connection. Fails with
+ * `ReadFailed` when that does not happen (see `readUntil`, `readUntilClose`).
+ */
 export const rawExchange = (port: number, request: string | Uint8Array, until?: (received: string) => boolean) =>
   Effect.scoped(Effect.gen(function*() {
     const socket = yield* connectRaw(port)
     socket.write(request)
-    return yield* readUntil(socket, until)
+    return yield* (until === undefined ? readUntilClose(socket) : readUntil(socket, until))
   }))
 
 /** The status code of an HTTP response text. */
