@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
+import { CloseReason, Frame, type FrameParser, Utf8 } from "@effect-ws/codec"
 import type * as Arr from "effect/Array"
 import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Queue, Scheduler, Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
@@ -298,6 +298,7 @@ const CLOSER_STARTED = 1 << 7
 const SCOPE_CLOSING = 1 << 8
 const DISCARDING = 1 << 9
 const SEND_GATE_BUSY = 1 << 10
+const PARSER_VALIDATES_UTF8 = 1 << 11
 
 /**
  * The rarely used state of a session, in one object created when first needed (closing, a
@@ -653,6 +654,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
    * (`Extra.sendGateWaiters`).
    */
   private declare sendGateBusy: boolean
+  /**
+   * The raw parser validates the UTF-8 of every text message without RSV bits as its bytes
+   * arrive (see `validateUtf8In`): such messages need no check here.
+   */
+  private declare parserValidatesUtf8: boolean
 
   constructor(raw: RawWebSocket, options: DefaultWebSocketSessionOptions, services: Context.Context<Scope.Scope>) {
     super(services)
@@ -662,6 +668,20 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
 
   protected get inboxConfig(): ChannelsConfig.ChannelConfig {
     return this.raw.channels.incoming
+  }
+
+  /**
+   * Hands the UTF-8 check of text messages without RSV bits to the raw reader's parser, which
+   * fails (1007) in the chunk that brings the first invalid byte instead of when the frame or the
+   * message is complete (RFC 6455 §8.1 fail fast). Only when this session was attached before any
+   * frame was parsed and no frame is half-read: then the parser sees every message of this
+   * session from its first byte. Otherwise (frames went to the raw queue first) the session keeps
+   * checking complete frames itself. Messages with an RSV bit are checked after the extensions.
+   */
+  validateUtf8In(parser: FrameParser.FrameParser): void {
+    if (!parser.atFrameBoundary || parser.inMessage) return
+    parser.validateUtf8 = true
+    this.parserValidatesUtf8 = true
   }
 
   /** The scope the session was made in (the closer is forked into it). */
@@ -1027,12 +1047,17 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
         if (frame.payload.length > limit) {
           return new FrameTooBig({ kind: "MessageTooBig", message: `Message of ${frame.payload.length} bytes exceeds ${limit}` })
         }
-        if (frame._tag === "Text" && !rsv && !Utf8.isValidUtf8(frame.payload)) {
+        if (
+          frame._tag === "Text" && !rsv && (this.flags & PARSER_VALIDATES_UTF8) === 0 && !Utf8.isValidUtf8(frame.payload)
+        ) {
           return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
         }
         return frame
       }
-      ;(this.more.assembly ??= new Assembly()).begin(frame, frame._tag === "Text" && !rsv)
+      ;(this.more.assembly ??= new Assembly()).begin(
+        frame,
+        frame._tag === "Text" && !rsv && (this.flags & PARSER_VALIDATES_UTF8) === 0
+      )
     } else {
       const assembly = this.extra?.assembly
       if (assembly === undefined || assembly.open === undefined) {
@@ -1413,7 +1438,8 @@ defineFlags(Session.prototype, {
   closerStarted: CLOSER_STARTED,
   scopeClosing: SCOPE_CLOSING,
   discarding: DISCARDING,
-  sendGateBusy: SEND_GATE_BUSY
+  sendGateBusy: SEND_GATE_BUSY,
+  parserValidatesUtf8: PARSER_VALIDATES_UTF8
 })
 
 /**
@@ -1440,6 +1466,7 @@ export const make = (
     const scope = Context.get(services, Scope.Scope)
     const session = new Session(raw, options, services)
     const attached = raw.reader.attach(session)
+    if (attached) session.validateUtf8In(raw.reader.parser)
     const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
     const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)
     if (attached && !pinging) {

@@ -1,0 +1,132 @@
+/**
+ * UTF-8 fail fast at the session level (conformance §6, hostile-inputs H10, Autobahn 6.4.x): the
+ * peer writes a text frame's header and an early part holding an invalid byte, then pauses; the
+ * session must answer Close 1007 during the pause, before the rest of the frame is written.
+ * Time is the `TestClock`'s: the pause is a clock adjustment, not a sleep.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { CloseReason, Frame, Serializer } from "@effect-ws/codec"
+import { Deferred, type Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
+import * as RawWebSocket from "../src/RawWebSocket.ts"
+import * as TestTransport from "../src/TestTransport.ts"
+import { closeOf, type PeerEvent, TestPeer, utf8 } from "./helpers.ts"
+
+/** A raw session (the session is made by the caller, in `scope`), and a scripted peer. */
+const setupRaw = (role: "server" | "client") =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const [ours, theirs] = yield* TestTransport.makePair()
+    const raw = yield* RawWebSocket.make(ours, { role }).pipe(Scope.provide(scope))
+    const peer = new TestPeer(theirs, role === "server" ? "client" : "server")
+    const makeSession = DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
+    return { raw, peer, scope, makeSession }
+  })
+
+/** The bytes of `frames` as the peer writes them (masked from a client). */
+const wireOf = (peer: TestPeer, ...frames: ReadonlyArray<Frame.Frame>): Uint8Array => {
+  const parts: Array<Uint8Array> = []
+  peer.serializer.serializeBatch(frames, parts)
+  return Serializer.concat(parts).slice()
+}
+
+/**
+ * The next event the peer sees within `pause` of test time (`None`: nothing came during the
+ * pause). The session first gets scheduler turns to react with no time passing (its reader, the
+ * turns it leaves the application to take earlier messages, its writer); then the clock moves.
+ */
+const nextWithin = (peer: TestPeer, pause: Duration.Input) =>
+  Effect.gen(function*() {
+    const next = yield* Effect.forkChild(Effect.timeoutOption(peer.next, pause))
+    for (let i = 0; i < 1_000 && next.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+    yield* TestClock.adjust(pause)
+    return yield* Fiber.join(next)
+  })
+
+/** The peer answers our Close and half-closes; then the scope closes (a client waits for that). */
+const finish = (peer: TestPeer, scope: Scope.Closeable) =>
+  Effect.gen(function*() {
+    yield* Effect.ignore(peer.send(Frame.close(CloseReason.CloseReason(1007))))
+    yield* Effect.ignore(peer.transport.end)
+    yield* Scope.close(scope, Exit.void)
+  })
+
+const closeCode = (event: Option.Option<PeerEvent>): number | string =>
+  Option.isNone(event) ? "nothing during the pause" : (closeOf(event.value) as [number, string])[0] ?? closeOf(event.value)
+
+/** A 200-byte text whose 10th byte is invalid (0xC0: an overlong lead byte), and where the invalid byte sits in `wire`. */
+const badText = () => {
+  const payload = new Uint8Array(200).fill(0x61)
+  payload[9] = 0xc0
+  return payload
+}
+
+describe("DefaultWebSocketSession: UTF-8 fail fast inside a frame (6.4.x timing)", () => {
+  for (const role of ["server", "client"] as const) {
+    it.effect(`${role}: the invalid first part of a text frame closes 1007 before the rest is written`, () =>
+      Effect.gen(function*() {
+        const { peer, scope, makeSession } = yield* setupRaw(role)
+        const session = yield* makeSession
+        yield* peer.send(Frame.text("ok"))
+        const wire = wireOf(peer, Frame.text(badText()))
+        const header = wire.length - 200
+        yield* peer.sendBytes(wire.subarray(0, header + 10)) // up to and including the invalid byte
+        assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007)
+        yield* Effect.ignore(peer.sendBytes(wire.subarray(header + 10))) // the rest, after the pause
+        assert.strictEqual(DefaultWebSocketSession.readText((yield* session.receive) as Frame.Text), "ok")
+        const error = yield* Effect.flip(session.receive)
+        assert.deepStrictEqual([error._tag, error._tag === "ProtocolViolation" && error.code], ["ProtocolViolation", 1007])
+        assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
+        yield* finish(peer, scope)
+      }))
+
+    it.effect(`${role}: a fragmented message closes 1007 in its second fragment's first part, with a Ping in between`, () =>
+      Effect.gen(function*() {
+        const { peer, scope, makeSession } = yield* setupRaw(role)
+        const session = yield* makeSession
+        const euro = utf8("€")
+        // "a" + the first byte of "€" | Ping | the second byte of "€" + 0x41 (not a continuation byte): invalid at 0x41.
+        const second = new Uint8Array(100).fill(0x61)
+        second.set([euro[1]!, 0x41])
+        const wire = wireOf(
+          peer,
+          Frame.text(Uint8Array.of(0x61, euro[0]!), { fin: false }),
+          Frame.ping(utf8("p")),
+          Frame.continuation(second)
+        )
+        const bad = wire.length - 100 + 1
+        yield* peer.sendBytes(wire.subarray(0, bad)) // the first fragment, the Ping, half a character: valid so far
+        const pong = yield* nextWithin(peer, "1 second")
+        assert.strictEqual(Option.isSome(pong) && pong.value._tag, "Pong")
+        assert.isTrue(Option.isNone(yield* nextWithin(peer, "1 second")), "nothing but the Pong before the invalid byte")
+        yield* peer.sendBytes(wire.subarray(bad, bad + 1)) // 0x41
+        assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007)
+        yield* Effect.ignore(peer.sendBytes(wire.subarray(bad + 1)))
+        assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
+        yield* finish(peer, scope)
+      }))
+  }
+
+  it.effect("text that reached the parser before the session attached is still validated (whole frames, 1007)", () =>
+    Effect.gen(function*() {
+      const { peer: probe } = yield* setupRaw("server")
+      const length = wireOf(probe, Frame.text("ok"), Frame.text(badText())).length
+      // Before the session attaches: whole frames (they go to the raw queue), half a header (the
+      // parser is mid-frame, with no frame parsed), or "ok" and part of the bad frame. In each case
+      // the parser does not see the session's first message from its start: the session checks
+      // complete frames itself.
+      for (const cut of [length, 5, 8 + 8 + 50]) {
+        const { peer, scope, makeSession } = yield* setupRaw("server")
+        const wire = wireOf(peer, Frame.text("ok"), Frame.text(badText()))
+        yield* peer.sendBytes(wire.subarray(0, cut))
+        yield* Effect.yieldNow
+        const session = yield* makeSession
+        if (cut < length) yield* peer.sendBytes(wire.subarray(cut))
+        assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007, `cut at ${cut}`)
+        assert.strictEqual(DefaultWebSocketSession.readText((yield* session.receive) as Frame.Text), "ok")
+        assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
+        yield* finish(peer, scope)
+      }
+    }))
+})
