@@ -76,9 +76,10 @@ const ALLOWED_RSV = 0x70
 const VALIDATE_UTF8 = 0x80
 const TEXT_MESSAGE = 0x100
 const TEXT_FRAME = 0x200
+const UNVALIDATED_TEXT = 0x400
 /** All the flags above; the bits from `UTF8_SHIFT` up hold the validator state of the open text message. */
-const FLAGS = 0x3ff
-const UTF8_SHIFT = 10
+const FLAGS = 0x7ff
+const UTF8_SHIFT = 11
 
 /**
  * The one validator every parser borrows while it checks a piece of text (`push` runs to the end
@@ -116,7 +117,8 @@ export class FrameParser {
    * frame had fin = 0), `MASKED` (the frame being read is masked), `VIEWED` (a frame appended
    * by the last `push` is a view of that push's chunk), `VALIDATE_UTF8` (the setting),
    * `TEXT_MESSAGE` (the current data message is text being validated), `TEXT_FRAME` (the frame
-   * being read is part of it) and, from `UTF8_SHIFT` up, the validator state of that message.
+   * being read is part of it), `UNVALIDATED_TEXT` (a text message without RSV bits started while
+   * validation was off) and, from `UTF8_SHIFT` up, the validator state of the open text message.
    */
   private bits: number
 
@@ -158,6 +160,16 @@ export class FrameParser {
 
   set validateUtf8(on: boolean) {
     this.bits = on ? this.bits | VALIDATE_UTF8 : this.bits & ~VALIDATE_UTF8
+  }
+
+  /**
+   * Whether this parser validated every text message without RSV bits it has started so far,
+   * and will validate the next ones: `validateUtf8` is on and was on when each of them started
+   * (for instance since construction, or turned on before the first text message). A user that
+   * would otherwise check complete text messages itself can then skip that.
+   */
+  get validatesAllText(): boolean {
+    return (this.bits & (VALIDATE_UTF8 | UNVALIDATED_TEXT)) === VALIDATE_UTF8
   }
 
   private get expectMasked(): boolean {
@@ -274,7 +286,11 @@ export class FrameParser {
       } else {
         // A new message (its validator state starts at 0): text without RSV bits is validated here.
         const bits = this.bits & FLAGS & ~TEXT_MESSAGE
-        this.bits = opcode === Opcode.Text && rsv === 0 && (bits & VALIDATE_UTF8) !== 0 ? bits | TEXT_MESSAGE : bits
+        this.bits = opcode !== Opcode.Text || rsv !== 0
+          ? bits
+          : (bits & VALIDATE_UTF8) !== 0
+          ? bits | TEXT_MESSAGE
+          : bits | UNVALIDATED_TEXT
       }
       const bits = fin ? this.bits & ~MESSAGE_OPEN : this.bits | MESSAGE_OPEN
       // Every data frame of a validated text message (Text, then Continuations) is validated.

@@ -280,6 +280,32 @@ describe("FrameParser: UTF-8 fail fast (validateUtf8; conformance §6, H10)", ()
     assert.isUndefined(off.push(hex("81 01 ff"), []))
   })
 
+  it("says whether it validated every text message it started (validatesAllText)", () => {
+    const fromStart = new FrameParser.FrameParser({ role: "client", validateUtf8: true })
+    assert.isTrue(fromStart.validatesAllText)
+    fromStart.push(hex("81 01 61 82 01 ff"), [])
+    assert.isTrue(fromStart.validatesAllText)
+    // Turned on late, with only binary, control and compressed messages before: still all text.
+    const late = new FrameParser.FrameParser({ role: "client", allowedRsv: { rsv1: true } })
+    assert.isFalse(late.validatesAllText)
+    late.push(hex("82 01 ff 89 00 c1 01 ff 81"), []) // ... and half a header, not yet a message
+    late.validateUtf8 = true
+    assert.isTrue(late.validatesAllText)
+    assert.strictEqual(late.push(hex("01 ff"), [])?.code, 1007)
+    // A text message started unvalidated (even one byte of its payload in): never again.
+    const started = new FrameParser.FrameParser({ role: "client" })
+    started.push(hex("01 01 61"), [])
+    started.validateUtf8 = true
+    assert.isFalse(started.validatesAllText)
+    started.push(hex("80 00 81 00"), [])
+    assert.isFalse(started.validatesAllText)
+    const toggled = new FrameParser.FrameParser({ role: "client", validateUtf8: true })
+    toggled.validateUtf8 = false
+    assert.isFalse(toggled.validatesAllText)
+    toggled.validateUtf8 = true
+    assert.isTrue(toggled.validatesAllText) // no text message started while it was off
+  })
+
   it("keeps zero-copy views and the allocator contract for validated text", () => {
     const parser = new FrameParser.FrameParser({ role: "server", validateUtf8: true, allocate: (n) => new Uint8Array(n).fill(0xff) })
     const out: Array<Frame.Frame> = []

@@ -673,15 +673,17 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
   /**
    * Hands the UTF-8 check of text messages without RSV bits to the raw reader's parser, which
    * fails (1007) in the chunk that brings the first invalid byte instead of when the frame or the
-   * message is complete (RFC 6455 §8.1 fail fast). Only when this session was attached before any
-   * frame was parsed and no frame is half-read: then the parser sees every message of this
-   * session from its first byte. Otherwise (frames went to the raw queue first) the session keeps
-   * checking complete frames itself. Messages with an RSV bit are checked after the extensions.
+   * message is complete (RFC 6455 §8.1 fail fast). Only when the parser then validates every text
+   * message of this session from its first byte (`validatesAllText`: it validated from the start,
+   * as the raw session's `validateUtf8` option asks, or no text message started before now);
+   * otherwise the session keeps checking complete frames itself, as without this. Messages with
+   * an RSV bit are checked after the extensions either way.
    */
   validateUtf8In(parser: FrameParser.FrameParser): void {
-    if (!parser.atFrameBoundary || parser.inMessage) return
+    const before = parser.validateUtf8
     parser.validateUtf8 = true
-    this.parserValidatesUtf8 = true
+    if (parser.validatesAllText) this.parserValidatesUtf8 = true
+    else parser.validateUtf8 = before // it would validate only later messages: checked here instead
   }
 
   /** The scope the session was made in (the closer is forked into it). */
@@ -1466,7 +1468,7 @@ export const make = (
     const scope = Context.get(services, Scope.Scope)
     const session = new Session(raw, options, services)
     const attached = raw.reader.attach(session)
-    if (attached) session.validateUtf8In(raw.reader.parser)
+    session.validateUtf8In(raw.reader.parser)
     const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
     const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)
     if (attached && !pinging) {

@@ -14,11 +14,13 @@ import * as TestTransport from "../src/TestTransport.ts"
 import { closeOf, type PeerEvent, TestPeer, utf8 } from "./helpers.ts"
 
 /** A raw session (the session is made by the caller, in `scope`), and a scripted peer. */
-const setupRaw = (role: "server" | "client") =>
+const setupRaw = (role: "server" | "client", validateUtf8?: boolean) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const [ours, theirs] = yield* TestTransport.makePair()
-    const raw = yield* RawWebSocket.make(ours, { role }).pipe(Scope.provide(scope))
+    const raw = yield* RawWebSocket.make(ours, { role, ...(validateUtf8 === undefined ? {} : { validateUtf8 }) }).pipe(
+      Scope.provide(scope)
+    )
     const peer = new TestPeer(theirs, role === "server" ? "client" : "server")
     const makeSession = DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
     return { raw, peer, scope, makeSession }
@@ -125,6 +127,35 @@ describe("DefaultWebSocketSession: UTF-8 fail fast inside a frame (6.4.x timing)
         if (cut < length) yield* peer.sendBytes(wire.subarray(cut))
         assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007, `cut at ${cut}`)
         assert.strictEqual(DefaultWebSocketSession.readText((yield* session.receive) as Frame.Text), "ok")
+        assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
+        yield* finish(peer, scope)
+      }
+    }))
+
+  it.effect("a raw session that validates from the start lets a session made later fail fast too (bytes before the session)", () =>
+    Effect.gen(function*() {
+      for (const before of ["ok", "ping"] as const) {
+        // Without validateUtf8 on the raw session, a text message parsed before the session exists
+        // makes the session check complete frames itself; with it (or with no text before), it fails fast.
+        const { peer, scope, makeSession } = yield* setupRaw("server", before === "ok" ? true : undefined)
+        const first = before === "ok" ? Frame.text("ok") : Frame.ping(utf8("p"))
+        const wire = wireOf(peer, first, Frame.text(badText()))
+        const bad = wire.length - 200 + 9
+        // The "ok" frame and the bad frame's start; or the Ping alone (the bad frame must start
+        // after the session turned validation on: a text message the parser began unvalidated is
+        // left to the session).
+        const cut = before === "ok" ? bad - 5 : wire.length - 200 - 8
+        yield* peer.sendBytes(wire.subarray(0, cut))
+        yield* Effect.yieldNow
+        const session = yield* makeSession
+        yield* peer.sendBytes(wire.subarray(cut, bad + 1))
+        let event = yield* nextWithin(peer, "1 second")
+        if (before === "ping") {
+          assert.strictEqual(Option.isSome(event) && event.value._tag, "Pong")
+          event = yield* nextWithin(peer, "1 second")
+        }
+        assert.strictEqual(closeCode(event), 1007, before)
+        yield* Effect.ignore(peer.sendBytes(wire.subarray(bad + 1)))
         assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
         yield* finish(peer, scope)
       }
