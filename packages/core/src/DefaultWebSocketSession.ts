@@ -195,11 +195,6 @@ const completed = <A, E>(effect: Effect.Effect<A, E>): effect is Exit.Success<A,
 const outgoingHook = (extension: WebSocketExtension) => (message: Message): Effect.Effect<Message, ExtensionError> =>
   extension.outgoingUnchanged?.(message) === true ? Effect.succeed(message) : extension.processOutgoingMessage(message)
 
-/** An extension's incoming step in an effect chain: its hook, or the message itself when `incomingUnchanged` accepts it. */
-const incomingHook = (extension: WebSocketExtension) =>
-(message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> =>
-  extension.incomingUnchanged?.(message) === true ? Effect.succeed(message) : extension.processIncomingMessage(message)
-
 const violation = (kind: ProtocolViolation["kind"], code: 1002 | 1007, message: string): ProtocolViolation =>
   new ProtocolViolation({ kind, code, message })
 
@@ -299,6 +294,7 @@ const SCOPE_CLOSING = 1 << 8
 const DISCARDING = 1 << 9
 const SEND_GATE_BUSY = 1 << 10
 const PARSER_VALIDATES_UTF8 = 1 << 11
+const HOOK_VALIDATED_UTF8 = 1 << 12
 
 /**
  * The rarely used state of a session, in one object created when first needed (closing, a
@@ -659,6 +655,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
    * arrive (see `validateUtf8In`): such messages need no check here.
    */
   private declare parserValidatesUtf8: boolean
+  /**
+   * The last incoming hook that ran (for the message being processed: one at a time) belongs to
+   * an extension that `validatesIncomingUtf8`.
+   */
+  private declare hookValidatedUtf8: boolean
 
   constructor(raw: RawWebSocket, options: DefaultWebSocketSessionOptions, services: Context.Context<Scope.Scope>) {
     super(services)
@@ -1119,9 +1120,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     const extensions = this.extensions
     let current = message
     let last: Exit.Success<Message, ProtocolViolation | FrameTooBig | ExtensionError> | undefined = undefined
+    this.hookValidatedUtf8 = false
     for (let i = from; i < extensions.length; i++) {
       const extension = extensions[i]!
       if (i !== from && extension.incomingUnchanged?.(current) === true) continue
+      this.hookValidatedUtf8 = extension.validatesIncomingUtf8 === true
       const result = extension.processIncomingMessage(current)
       if (completed(result)) {
         current = result.value
@@ -1129,7 +1132,7 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
         continue
       }
       let effect = result
-      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, incomingHook(extensions[j]!))
+      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, this.incomingStep(extensions[j]!))
       return Effect.flatMap(effect, (m) => this.checkTransformed(message, m))
     }
     // A message without RSV bits needs no re-check: the last hook's own result will do.
@@ -1137,14 +1140,29 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     return this.checkTransformed(message, current)
   }
 
-  /** Re-checks a message an extension transformed (RSV bits set): the size limit, and UTF-8 for text. */
+  /**
+   * An extension's incoming step in an effect chain: its hook (noting whether that hook validates
+   * UTF-8), or the message itself when `incomingUnchanged` accepts it.
+   */
+  private incomingStep(extension: WebSocketExtension) {
+    return (message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> => {
+      if (extension.incomingUnchanged?.(message) === true) return Effect.succeed(message)
+      this.hookValidatedUtf8 = extension.validatesIncomingUtf8 === true
+      return extension.processIncomingMessage(message)
+    }
+  }
+
+  /**
+   * Re-checks a message an extension transformed (RSV bits set): the size limit, and UTF-8 for
+   * text unless the last hook that ran validated it (`validatesIncomingUtf8`).
+   */
   private checkTransformed(original: Message, m: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig> {
     if (!(original.rsv1 || original.rsv2 || original.rsv3)) return Effect.succeed(m)
     const limit = this.maxMessageSize
     if (m.payload.length > limit) {
       return Effect.fail(new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${limit} bytes` }))
     }
-    if (m._tag === "Text" && !Utf8.isValidUtf8(m.payload)) {
+    if (m._tag === "Text" && (this.flags & HOOK_VALIDATED_UTF8) === 0 && !Utf8.isValidUtf8(m.payload)) {
       return Effect.fail(violation("InvalidUtf8", 1007, "Text message is not valid UTF-8"))
     }
     return Effect.succeed(m)
@@ -1441,7 +1459,8 @@ defineFlags(Session.prototype, {
   scopeClosing: SCOPE_CLOSING,
   discarding: DISCARDING,
   sendGateBusy: SEND_GATE_BUSY,
-  parserValidatesUtf8: PARSER_VALIDATES_UTF8
+  parserValidatesUtf8: PARSER_VALIDATES_UTF8,
+  hookValidatedUtf8: HOOK_VALIDATED_UTF8
 })
 
 /**

@@ -9,6 +9,7 @@ import { CloseReason, Frame, Serializer } from "@effect-ws/codec"
 import { Deferred, type Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as DefaultWebSocketSession from "../src/DefaultWebSocketSession.ts"
+import type * as Extension from "../src/Extension.ts"
 import * as RawWebSocket from "../src/RawWebSocket.ts"
 import * as TestTransport from "../src/TestTransport.ts"
 import { closeOf, type PeerEvent, TestPeer, utf8 } from "./helpers.ts"
@@ -157,6 +158,70 @@ describe("DefaultWebSocketSession: UTF-8 fail fast inside a frame (6.4.x timing)
         assert.strictEqual(closeCode(event), 1007, before)
         yield* Effect.ignore(peer.sendBytes(wire.subarray(bad + 1)))
         assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
+        yield* finish(peer, scope)
+      }
+    }))
+})
+
+/**
+ * A toy extension on RSV1 that reverses incoming payloads (so that invalid text can come out of
+ * valid-looking input), optionally asynchronously, optionally declaring `validatesIncomingUtf8`
+ * (it does not actually validate: the test sees whether the session checks after it).
+ */
+const reverser = (options: { readonly validates: boolean; readonly async: boolean }): Extension.WebSocketExtension => ({
+  key: "x-reverse",
+  rsv1: true,
+  rsv2: false,
+  rsv3: false,
+  protocols: [],
+  clientNegotiation: () => true,
+  serverNegotiation: () => [],
+  processOutgoingMessage: (m) => Effect.succeed(m),
+  incomingUnchanged: (m) => !m.rsv1,
+  processIncomingMessage: (m) => {
+    const out = Frame.make(m._tag, true, false, false, false, m.payload.slice().reverse())
+    return options.async ? Effect.as(Effect.yieldNow, out) : Effect.succeed(out)
+  },
+  ...(options.validates ? { validatesIncomingUtf8: true } : {})
+})
+
+/** A second extension (no RSV bit) whose hook returns the message as it is: declared a pass-through (`incomingUnchanged`) or not. */
+const second = (passThrough: boolean): Extension.WebSocketExtension => ({
+  ...reverser({ validates: false, async: false }),
+  key: "x-second",
+  rsv1: false,
+  incomingUnchanged: () => passThrough,
+  processIncomingMessage: (m) => Effect.succeed(m)
+})
+
+describe("DefaultWebSocketSession: text an extension produced is checked once", () => {
+  it.effect("not again after a hook that validatesIncomingUtf8, synchronous or not; otherwise 1007", () =>
+    Effect.gen(function*() {
+      // "éa" on the wire (RSV1, so not checked as it arrives); reversed by the hook: 0x61 0xa9 0xc3, invalid.
+      const invalidAfter = Uint8Array.of(0xc3, 0xa9, 0x61)
+      const chains: ReadonlyArray<[string, ReadonlyArray<Extension.WebSocketExtension>, "delivered" | 1007]> = [
+        ["validating, synchronous", [reverser({ validates: true, async: false })], "delivered"],
+        ["validating, asynchronous", [reverser({ validates: true, async: true })], "delivered"],
+        ["not validating, synchronous", [reverser({ validates: false, async: false })], 1007],
+        ["not validating, asynchronous", [reverser({ validates: false, async: true })], 1007],
+        // An asynchronous validating hook, then one that passes the message through: not checked again.
+        ["validating, then a pass-through", [reverser({ validates: true, async: true }), second(true)], "delivered"],
+        // ... then a hook that does not validate: checked after it.
+        ["validating, then a hook that does not validate", [reverser({ validates: true, async: true }), second(false)], 1007],
+        ["validating synchronously, then a hook that does not validate", [reverser({ validates: true, async: false }), second(false)], 1007]
+      ]
+      for (const [name, extensions, expected] of chains) {
+        const scope = yield* Scope.make()
+        const [ours, theirs] = yield* TestTransport.makePair()
+        const raw = yield* RawWebSocket.make(ours, { role: "server", extensions }).pipe(Scope.provide(scope))
+        const session = yield* DefaultWebSocketSession.make(raw).pipe(Scope.provide(scope))
+        const peer = new TestPeer(theirs, "client")
+        yield* peer.send(Frame.text(invalidAfter, { rsv1: true }))
+        if (expected === "delivered") {
+          assert.deepStrictEqual(Array.from((yield* session.receive).payload), [0x61, 0xa9, 0xc3], name)
+        } else {
+          assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007, name)
+        }
         yield* finish(peer, scope)
       }
     }))
