@@ -180,5 +180,5 @@ const shared = new Utf8Validator()
 /** Whether a whole message is valid UTF-8 (ASCII fast path, then the state machine). */
 export const isValidUtf8 = (bytes: Uint8Array): boolean => {
   shared.reset()
-  return shared.update(bytes) === -1 && shared.finish()
+  return shared.update(bytes, 0, bytes.length) === -1 && shared.finish()
 }

@@ -428,7 +428,9 @@ class ZlibContext {
       const consumed = inLength - availIn
       if (op.text && produced > 0) {
         validator.state = op.utf8
-        if (validator.update(scratch, used, used + produced) !== -1) {
+        // Small integers (`| 0`): the counts come from a Uint32Array, and a non-Smi argument would
+        // deoptimize the validator shared with the frame parser into slower code for everyone.
+        if (validator.update(scratch, used | 0, (used + produced) | 0) !== -1) {
           op.chunks.length = 0
           this.drop() // mid-message: the context's state is of no use any more
           return INVALID_UTF8
