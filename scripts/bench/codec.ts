@@ -4,6 +4,9 @@
  *
  * - parse: masked client frames (binary, so neither side validates UTF-8) of 16 B … 1 MiB,
  *   concatenated and fed in 64 KiB chunks to a server-side parser;
+ * - parse text: the same with Text frames, validated as UTF-8 on both sides (ours in the parser,
+ *   `validateUtf8`, as sessions run it; `ws` with Node's native `buffer.isUtf8`), once all ASCII
+ *   and once mixed (1-, 2-, 3- and 4-byte characters);
  * - serialize: server frames (unmasked) and client frames (masked; `ws` told the data is
  *   read-only, as our serializer never modifies the caller's payload), one frame per call and
  *   in batches of 64 (our writer serializes each batch it takes from its queue into one buffer
@@ -42,11 +45,13 @@ const median = (xs: Array<number>) => {
   return s[Math.floor(s.length / 2)]!
 }
 
-/** Runs `fn` once to warm up, then ROUNDS times; returns the median seconds. */
-const time = (fn: () => void): number => {
+/** Runs `fn` once to warm up, then ROUNDS times, each after an untimed `before`; returns the median seconds. */
+const time = (fn: () => void, before?: () => void): number => {
+  before?.()
   fn()
   const samples: Array<number> = []
   for (let r = 0; r < ROUNDS; r++) {
+    before?.()
     const t0 = process.hrtime.bigint()
     fn()
     samples.push(Number(process.hrtime.bigint() - t0) / 1e9)
@@ -54,13 +59,34 @@ const time = (fn: () => void): number => {
   return median(samples)
 }
 
-/** Masked client frames of `size` bytes, serialized by us, cut into 64 KiB chunks. */
-const clientStream = (size: number, count: number): Array<Uint8Array> => {
+/** What the payloads of a parse row are. */
+type Content = "binary" | "ascii" | "mixed"
+
+/** Mixed text: 1-, 2-, 3- and 4-byte UTF-8 characters. */
+const MIXED = new TextEncoder().encode("{\"name\":\"Zoë\",\"city\":\"Zürich\",\"note\":\"€ 10 → ✓\",\"emoji\":\"😀\"} ")
+
+/** A payload of `size` bytes: counting bytes, or valid UTF-8 (ASCII / mixed, cut on a character boundary, padded with spaces). */
+const payloadOf = (size: number, content: Content): Uint8Array => {
   const payload = new Uint8Array(size)
-  for (let i = 0; i < size; i++) payload[i] = i & 0xff
+  if (content === "binary") {
+    for (let i = 0; i < size; i++) payload[i] = i & 0xff
+    return payload
+  }
+  if (content === "ascii") {
+    for (let i = 0; i < size; i++) payload[i] = 0x20 + (i % 95)
+    return payload
+  }
+  payload.fill(0x20)
+  for (let i = 0; i + MIXED.length <= size; i += MIXED.length) payload.set(MIXED, i)
+  return payload
+}
+
+/** Masked client frames of `size` bytes, serialized by us, cut into 64 KiB chunks. */
+const clientStream = (size: number, count: number, content: Content): Array<Uint8Array> => {
+  const payload = payloadOf(size, content)
   const parts: Array<Uint8Array> = []
   const serializer = new Serializer.Serializer({ mask: true })
-  const frame = Frame.binary(payload)
+  const frame = content === "binary" ? Frame.binary(payload) : Frame.make("Text", true, false, false, false, payload)
   for (let i = 0; i < count; i++) serializer.serialize(frame, parts)
   const all = Serializer.concat(parts)
   const chunks: Array<Uint8Array> = []
@@ -76,12 +102,15 @@ interface Row {
   readonly ws: number
 }
 
-const parseRow = (size: number): Row => {
+const parseRow = (size: number, content: Content): Row => {
   const frames = framesFor(size)
-  const chunks = clientStream(size, frames)
-  // Both parsers unmask in place; XOR costs the same on any bytes, so rounds reuse the chunks.
+  const chunks = clientStream(size, frames, content)
+  // Both parsers unmask in place. XOR costs the same on any bytes, so binary rounds reuse the
+  // chunks; text must be validated as clear text, so its chunks are restored (untimed) first.
+  const pristine = content === "binary" ? undefined : chunks.map((c) => new Uint8Array(c)) // copies (a Buffer's `slice` is a view)
+  const restore = pristine === undefined ? undefined : () => chunks.forEach((c, i) => c.set(pristine[i]!))
   const ours = time(() => {
-    const parser = new FrameParser.FrameParser({ role: "server", maxFrameSize: 2 * 1024 * 1024 })
+    const parser = new FrameParser.FrameParser({ role: "server", maxFrameSize: 2 * 1024 * 1024, validateUtf8: true })
     const out: Array<Frame.Frame> = []
     let n = 0
     for (const c of chunks) {
@@ -90,7 +119,7 @@ const parseRow = (size: number): Row => {
       out.length = 0
     }
     if (n !== frames) throw new Error(`ours parsed ${n} of ${frames}`)
-  })
+  }, restore)
   const ws = time(() => {
     const receiver = new Receiver({ isServer: true, maxPayload: 2 * 1024 * 1024, binaryType: "nodebuffer" })
     let n = 0
@@ -101,8 +130,9 @@ const parseRow = (size: number): Row => {
     const done = () => {}
     for (const c of chunks) receiver._write(c as Buffer, "buffer", done)
     if (n !== frames) throw new Error(`ws parsed ${n} of ${frames}`)
-  })
-  return { name: "parse masked", size, frames, ours, ws }
+  }, restore)
+  const name = content === "binary" ? "parse masked" : `parse masked text (${content === "ascii" ? "ASCII" : "mixed UTF-8"})`
+  return { name, size, frames, ours, ws }
 }
 
 /** Frames per batch in the batch rows: what our writer takes from its queue at once under load. */
@@ -133,7 +163,7 @@ const fmtSize = (n: number) => (n >= 1024 * 1024 ? `${n / 1024 / 1024} MiB` : n 
 const fmt = (x: number, digits = 0) => x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
 
 const rows: Array<Row> = []
-for (const size of SIZES) rows.push(parseRow(size))
+for (const content of ["binary", "ascii", "mixed"] as const) for (const size of SIZES) rows.push(parseRow(size, content))
 for (const mask of [false, true]) {
   for (const batch of [false, true]) for (const size of SIZES) rows.push(serializeRow(size, mask, batch))
 }

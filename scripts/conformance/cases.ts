@@ -7,7 +7,7 @@
  */
 import { CloseReason, Frame, Serializer, Utf8 } from "@effect-ws/codec"
 import * as net from "node:net"
-import { Peer, type RawFrame } from "./peer.ts"
+import { Peer, type RawFrame, rawFrameBytes } from "./peer.ts"
 
 /** A case's result: passed, or why not. */
 export type Verdict = { readonly ok: true } | { readonly ok: false; readonly why: string }
@@ -256,6 +256,15 @@ for (const [name, payload] of invalidUtf8) {
 add("6 utf-8", "6.fail-fast", "invalid UTF-8 in the first fragment fails 1007 before the message is complete", (url) =>
   withPeer(url, async (peer) => {
     await peer.sendRaw([{ opcode: TEXT, payload: bytes(0x61, 0xed, 0xa0, 0x80, 0x62), fin: false }])
+    return expectClose(peer, [1007], 3000)
+  }))
+add("6 utf-8", "6.fail-fast.in-frame", "invalid UTF-8 early in a text frame fails 1007 before the frame is complete (Autobahn 6.4.x)", (url) =>
+  withPeer(url, async (peer) => {
+    // A 1,000-byte text frame whose 10th byte is invalid: only its header and first 10 bytes are sent.
+    const payload = new Uint8Array(1000).fill(0x61)
+    payload[9] = 0xc0
+    const frame = rawFrameBytes({ opcode: TEXT, payload })
+    await peer.sendBytes(frame.subarray(0, frame.length - 1000 + 10))
     return expectClose(peer, [1007], 3000)
   }))
 

@@ -8,11 +8,16 @@
  * `viewsLastChunk` tells whether any frame of the last push is a view of its chunk (if not, the
  * caller may free or reuse that chunk at once).
  *
+ * With `validateUtf8`, the parser also checks that text messages are UTF-8 and fails (1007) in
+ * the `push` that brings the first invalid byte, not when the frame or the message completes
+ * (RFC 6455 §8.1 "fail fast"; conformance §6, hostile-inputs H10). See `validateUtf8`.
+ *
  * @module
  */
 import * as Frame from "./Frame.ts"
 import { isDefinedOpcode, Opcode } from "./FrameType.ts"
 import { mask, readKey } from "./Mask.ts"
+import { isValidUtf8, Utf8Validator } from "./Utf8.ts"
 import { type ProtocolViolation, violation } from "./Violation.ts"
 
 /** Which side of the connection the parser reads for. */
@@ -45,6 +50,11 @@ export interface FrameParserOptions {
    * an uninitialised allocation (Node's `Buffer.allocUnsafe`) is safe and saves zero-filling.
    */
   readonly allocate?: (size: number) => Uint8Array
+  /**
+   * Validate the UTF-8 of text messages as their bytes arrive (default false; see
+   * `FrameParser.validateUtf8`, which can also be changed later).
+   */
+  readonly validateUtf8?: boolean
 }
 
 const zeroed = (size: number): Uint8Array => new Uint8Array(size)
@@ -63,10 +73,38 @@ const EXPECT_MASKED = 2
 const MESSAGE_OPEN = 4
 const VIEWED = 8
 const ALLOWED_RSV = 0x70
+const VALIDATE_UTF8 = 0x80
+const TEXT_MESSAGE = 0x100
+const TEXT_FRAME = 0x200
+const UNVALIDATED_TEXT = 0x400
+/** All the flags above; the bits from `UTF8_SHIFT` up hold the validator state of the open text message. */
+const FLAGS = 0x7ff
+const UTF8_SHIFT = 11
+
+/**
+ * The one validator every parser borrows while it checks a piece of text (`push` runs to the end
+ * synchronously): a parser keeps only the validator's state, a small number in its `bits`.
+ */
+const validator = new Utf8Validator()
+
+const invalidUtf8 = (): ProtocolViolation => violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
 
 /**
  * The incremental parser. One instance reads one direction of one connection. After a
  * violation it is dead: every later `push` returns the same violation and parses nothing.
+ *
+ * UTF-8 (`validateUtf8`): the parser validates text itself rather than handing its user the
+ * bytes of a frame in progress (a callback or a "partial frame" event). It already knows where a
+ * text message starts and ends (including the interleaved control frames that must not touch
+ * it) and sees every payload byte once, unmasked, in place, so validating there costs one pass
+ * over bytes that are in cache, needs no new event type, no extra copy and no allocation, and a
+ * user cannot get the fail-fast wrong. A frame that sits inside one chunk is still validated in
+ * one call on its zero-copy view, so it costs what a whole-message `isValidUtf8` costs after the
+ * fact; only a frame that spans chunks is unmasked and validated piece by piece, as its pieces
+ * are copied into its buffer (its `viewsLastChunk` and copy semantics are unchanged). The
+ * validator state of an open message (an incomplete sequence at the end of a piece is not an
+ * error until the next bytes, or the end of the message, decide) lives in a few bits of `bits`;
+ * the validator object itself is shared by all parsers.
  */
 export class FrameParser {
   /** Largest accepted payload of one frame; may be changed between pushes. */
@@ -76,8 +114,11 @@ export class FrameParser {
   /**
    * The parser's booleans and settings in one number: `EXPECT_MASKED` (server role), the RSV bits
    * extensions allow (`ALLOWED_RSV`), `MESSAGE_OPEN` (a fragmented data message is open: its first
-   * frame had fin = 0), `MASKED` (the frame being read is masked) and `VIEWED` (a frame appended
-   * by the last `push` is a view of that push's chunk).
+   * frame had fin = 0), `MASKED` (the frame being read is masked), `VIEWED` (a frame appended
+   * by the last `push` is a view of that push's chunk), `VALIDATE_UTF8` (the setting),
+   * `TEXT_MESSAGE` (the current data message is text being validated), `TEXT_FRAME` (the frame
+   * being read is part of it), `UNVALIDATED_TEXT` (a text message without RSV bits started while
+   * validation was off) and, from `UTF8_SHIFT` up, the validator state of the open text message.
    */
   private bits: number
 
@@ -96,7 +137,39 @@ export class FrameParser {
   constructor(options: FrameParserOptions) {
     this.maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE
     this.allocate = options.allocate ?? zeroed
-    this.bits = (options.role === "server" ? EXPECT_MASKED : 0) | rsvMask(options.allowedRsv)
+    this.bits = (options.role === "server" ? EXPECT_MASKED : 0) | rsvMask(options.allowedRsv) |
+      (options.validateUtf8 === true ? VALIDATE_UTF8 : 0)
+  }
+
+  /**
+   * Whether text messages are validated as UTF-8 while they arrive: a Text frame without RSV
+   * bits and its continuations are checked piece by piece, in place, and the `push` that brings
+   * the first byte that no valid UTF-8 text can continue with (or the end of a message inside a
+   * character) fails with `InvalidUtf8` (1007); the frames completed before it in that push are
+   * still appended. A message whose first frame has an RSV bit is left alone: an extension
+   * transforms its bytes first (permessage-deflate inflates them), so they are checked after it.
+   * Control frames between fragments do not disturb a message's validation.
+   *
+   * A change applies from the next message whose first frame header is read after it; a message
+   * already open goes on as it started (so, to have every message validated, turn it on before
+   * the first push, or while `atFrameBoundary` and not `inMessage`).
+   */
+  get validateUtf8(): boolean {
+    return (this.bits & VALIDATE_UTF8) !== 0
+  }
+
+  set validateUtf8(on: boolean) {
+    this.bits = on ? this.bits | VALIDATE_UTF8 : this.bits & ~VALIDATE_UTF8
+  }
+
+  /**
+   * Whether this parser validated every text message without RSV bits it has started so far,
+   * and will validate the next ones: `validateUtf8` is on and was on when each of them started
+   * (for instance since construction, or turned on before the first text message). A user that
+   * would otherwise check complete text messages itself can then skip that.
+   */
+  get validatesAllText(): boolean {
+    return (this.bits & (VALIDATE_UTF8 | UNVALIDATED_TEXT)) === VALIDATE_UTF8
   }
 
   private get expectMasked(): boolean {
@@ -151,7 +224,7 @@ export class FrameParser {
     let pos = 0
     if (this.payload !== undefined) {
       pos = this.continuePayload(chunk, out)
-      if (pos === end) return undefined
+      if (pos === end) return this.failure
     } else if (this.headerFilled > 0) {
       pos = this.continueHeader(chunk)
       if (this.failure !== undefined) return this.failure
@@ -179,7 +252,8 @@ export class FrameParser {
       this.readMaskKey(chunk, pos)
       pos = this.startPayload(chunk, pos + this.headerSize, out)
     }
-    return undefined
+    // A payload that failed (invalid UTF-8) returned the chunk's end: the loop is over, and so is the parser.
+    return this.failure
   }
 
   /** Decodes and checks the first two header bytes; sets `headerSize`. False on a violation. */
@@ -189,7 +263,7 @@ export class FrameParser {
     const rsv = b0 & 0x70
     const len7 = b1 & 0x7f
     this.b0 = b0
-    this.bits = (this.bits & ~MASKED) | (b1 >>> 7) // MASKED is bit 0
+    this.bits = (this.bits & ~(MASKED | TEXT_FRAME)) | (b1 >>> 7) // MASKED is bit 0
     if (!isDefinedOpcode(opcode)) {
       return this.fail(violation("ReservedOpcode", 1002, `Reserved opcode ${opcode}`))
     }
@@ -209,8 +283,18 @@ export class FrameParser {
         }
       } else if (this.messageOpen) {
         return this.fail(violation("UnfinishedMessage", 1002, "New data frame while a fragmented message is open"))
+      } else {
+        // A new message (its validator state starts at 0): text without RSV bits is validated here.
+        const bits = this.bits & FLAGS & ~TEXT_MESSAGE
+        this.bits = opcode !== Opcode.Text || rsv !== 0
+          ? bits
+          : (bits & VALIDATE_UTF8) !== 0
+          ? bits | TEXT_MESSAGE
+          : bits | UNVALIDATED_TEXT
       }
-      this.bits = fin ? this.bits & ~MESSAGE_OPEN : this.bits | MESSAGE_OPEN
+      const bits = fin ? this.bits & ~MESSAGE_OPEN : this.bits | MESSAGE_OPEN
+      // Every data frame of a validated text message (Text, then Continuations) is validated.
+      this.bits = (bits & TEXT_MESSAGE) !== 0 ? bits | TEXT_FRAME : bits
     }
     if (this.masked !== this.expectMasked) {
       return this.fail(
@@ -286,13 +370,26 @@ export class FrameParser {
     return pos
   }
 
-  /** Starts the payload of the current frame at `chunk[pos]`; returns the position after what it used. */
+  /**
+   * Starts the payload of the current frame at `chunk[pos]`; returns the position after what it
+   * used (the chunk's end after a violation).
+   */
   private startPayload(chunk: Uint8Array, pos: number, out: Array<Frame.Frame>): number {
     const length = this.payloadLength
     const available = chunk.length - pos
     if (available >= length) {
       const payload = chunk.subarray(pos, pos + length)
       if (this.masked) mask(payload, this.maskKey)
+      // The whole frame at once. A whole message (a final Text frame: the common case) gets
+      // exactly the whole-message check, from a call site of its own (V8 optimizes it for that).
+      if (
+        (this.bits & TEXT_FRAME) !== 0 &&
+        ((this.b0 & 0x8f) === (0x80 | Opcode.Text)
+          ? !isValidUtf8(payload) && !this.fail(invalidUtf8())
+          : !this.checkUtf8(payload, 0, payload.length, (this.b0 & 0x80) !== 0))
+      ) {
+        return chunk.length
+      }
       this.bits |= VIEWED
       this.emit(payload, out)
       return pos + length
@@ -301,21 +398,53 @@ export class FrameParser {
     payload.set(chunk.subarray(pos), 0)
     this.payload = payload
     this.payloadFilled = available
+    if ((this.bits & TEXT_FRAME) !== 0) {
+      // Text is unmasked and validated piece by piece, in its buffer, as the pieces arrive.
+      if (this.masked) mask(payload, this.maskKey, 0, 0, available)
+      this.checkUtf8(payload, 0, available, false)
+    }
     return chunk.length
   }
 
-  /** Adds bytes to a payload that spans chunks; returns the position in `chunk` after them. */
+  /**
+   * Adds bytes to a payload that spans chunks; returns the position in `chunk` after them (the
+   * chunk's end after a violation).
+   */
   private continuePayload(chunk: Uint8Array, out: Array<Frame.Frame>): number {
     const payload = this.payload!
-    const take = Math.min(payload.length - this.payloadFilled, chunk.length)
-    payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), this.payloadFilled)
-    this.payloadFilled += take
-    if (this.payloadFilled === payload.length) {
+    const filled = this.payloadFilled
+    const take = Math.min(payload.length - filled, chunk.length)
+    payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), filled)
+    const now = filled + take
+    this.payloadFilled = now
+    const done = now === payload.length
+    if ((this.bits & TEXT_FRAME) !== 0) {
+      // `mask` takes the key position modulo 4: byte `filled` of the payload sits at `filled & 3`.
+      if (this.masked) mask(payload, this.maskKey, filled, filled, now)
+      if (!this.checkUtf8(payload, filled, now, done && (this.b0 & 0x80) !== 0)) return chunk.length
+    } else if (done && this.masked) {
+      mask(payload, this.maskKey)
+    }
+    if (done) {
       this.payload = undefined
-      if (this.masked) mask(payload, this.maskKey)
       this.emit(payload, out)
     }
     return take
+  }
+
+  /**
+   * Validates `bytes[start, end)`, the next unmasked bytes of the open text message; `ends`: they
+   * end it (its final frame is complete), so it must end on a character boundary. On invalid
+   * UTF-8 the parser fails (1007) and this returns false. `start` and `end` must be small
+   * integers from array lengths and offsets (not `payloadLength`, which a 64-bit length can leave
+   * as a heap number): one such call deoptimizes the shared validator into slower code (~15 %).
+   */
+  private checkUtf8(bytes: Uint8Array, start: number, end: number, ends: boolean): boolean {
+    const v = validator
+    v.state = this.bits >>> UTF8_SHIFT
+    if (v.update(bytes, start, end) !== -1 || (ends && !v.complete)) return this.fail(invalidUtf8())
+    this.bits = (this.bits & FLAGS) | (v.state << UTF8_SHIFT)
+    return true
   }
 
   private emit(payload: Uint8Array, out: Array<Frame.Frame>): void {

@@ -43,7 +43,7 @@
  *
  * @module
  */
-import { CloseReason, Frame, Utf8 } from "@effect-ws/codec"
+import { CloseReason, Frame, type FrameParser, Utf8 } from "@effect-ws/codec"
 import type * as Arr from "effect/Array"
 import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Queue, Scheduler, Scope, Sink, Stream } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
@@ -254,11 +254,6 @@ const completed = <A, E>(effect: Effect.Effect<A, E>): effect is Exit.Success<A,
 const outgoingHook = (extension: WebSocketExtension) => (message: Message): Effect.Effect<Message, ExtensionError> =>
   extension.outgoingUnchanged?.(message) === true ? Effect.succeed(message) : extension.processOutgoingMessage(message)
 
-/** An extension's incoming step in an effect chain: its hook, or the message itself when `incomingUnchanged` accepts it. */
-const incomingHook = (extension: WebSocketExtension) =>
-(message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> =>
-  extension.incomingUnchanged?.(message) === true ? Effect.succeed(message) : extension.processIncomingMessage(message)
-
 const violation = (kind: ProtocolViolation["kind"], code: 1002 | 1007, message: string): ProtocolViolation =>
   new ProtocolViolation({ kind, code, message })
 
@@ -359,6 +354,8 @@ const DISCARDING = 1 << 9
 const SEND_GATE_BUSY = 1 << 10
 const DRAINING = 1 << 11
 const BATCH_OUT = 1 << 12
+const PARSER_VALIDATES_UTF8 = 1 << 13
+const HOOK_VALIDATED_UTF8 = 1 << 14
 
 /**
  * The rarely used state of a session, in one object created when first needed (closing, a
@@ -765,6 +762,16 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
    * (`Extra.sendGateWaiters`).
    */
   private declare sendGateBusy: boolean
+  /**
+   * The raw parser validates the UTF-8 of every text message without RSV bits as its bytes
+   * arrive (see `validateUtf8In`): such messages need no check here.
+   */
+  private declare parserValidatesUtf8: boolean
+  /**
+   * The last incoming hook that ran (for the message being processed: one at a time) belongs to
+   * an extension that `validatesIncomingUtf8`.
+   */
+  private declare hookValidatedUtf8: boolean
 
   constructor(raw: RawWebSocket, options: DefaultWebSocketSessionOptions, services: Context.Context<Scope.Scope>) {
     super(services)
@@ -774,6 +781,22 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
 
   protected get inboxConfig(): ChannelsConfig.ChannelConfig {
     return this.raw.channels.incoming
+  }
+
+  /**
+   * Hands the UTF-8 check of text messages without RSV bits to the raw reader's parser, which
+   * fails (1007) in the chunk that brings the first invalid byte instead of when the frame or the
+   * message is complete (RFC 6455 §8.1 fail fast). Only when the parser then validates every text
+   * message of this session from its first byte (`validatesAllText`: it validated from the start,
+   * as the raw session's `validateUtf8` option asks, or no text message started before now);
+   * otherwise the session keeps checking complete frames itself, as without this. Messages with
+   * an RSV bit are checked after the extensions either way.
+   */
+  validateUtf8In(parser: FrameParser.FrameParser): void {
+    const before = parser.validateUtf8
+    parser.validateUtf8 = true
+    if (parser.validatesAllText) this.parserValidatesUtf8 = true
+    else parser.validateUtf8 = before // it would validate only later messages: checked here instead
   }
 
   /** The scope the session was made in (the closer is forked into it). */
@@ -1210,12 +1233,17 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
         if (frame.payload.length > limit) {
           return new FrameTooBig({ kind: "MessageTooBig", message: `Message of ${frame.payload.length} bytes exceeds ${limit}` })
         }
-        if (frame._tag === "Text" && !rsv && !Utf8.isValidUtf8(frame.payload)) {
+        if (
+          frame._tag === "Text" && !rsv && (this.flags & PARSER_VALIDATES_UTF8) === 0 && !Utf8.isValidUtf8(frame.payload)
+        ) {
           return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
         }
         return frame
       }
-      ;(this.more.assembly ??= new Assembly()).begin(frame, frame._tag === "Text" && !rsv)
+      ;(this.more.assembly ??= new Assembly()).begin(
+        frame,
+        frame._tag === "Text" && !rsv && (this.flags & PARSER_VALIDATES_UTF8) === 0
+      )
     } else {
       const assembly = this.extra?.assembly
       if (assembly === undefined || assembly.open === undefined) {
@@ -1275,9 +1303,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     const extensions = this.extensions
     let current = message
     let last: Exit.Success<Message, ProtocolViolation | FrameTooBig | ExtensionError> | undefined = undefined
+    this.hookValidatedUtf8 = false
     for (let i = from; i < extensions.length; i++) {
       const extension = extensions[i]!
       if (i !== from && extension.incomingUnchanged?.(current) === true) continue
+      this.hookValidatedUtf8 = extension.validatesIncomingUtf8 === true
       const result = extension.processIncomingMessage(current)
       if (completed(result)) {
         current = result.value
@@ -1285,7 +1315,7 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
         continue
       }
       let effect = result
-      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, incomingHook(extensions[j]!))
+      for (let j = i + 1; j < extensions.length; j++) effect = Effect.flatMap(effect, this.incomingStep(extensions[j]!))
       return Effect.flatMap(effect, (m) => this.checkTransformed(message, m))
     }
     // A message without RSV bits needs no re-check: the last hook's own result will do.
@@ -1293,14 +1323,29 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     return this.checkTransformed(message, current)
   }
 
-  /** Re-checks a message an extension transformed (RSV bits set): the size limit, and UTF-8 for text. */
+  /**
+   * An extension's incoming step in an effect chain: its hook (noting whether that hook validates
+   * UTF-8), or the message itself when `incomingUnchanged` accepts it.
+   */
+  private incomingStep(extension: WebSocketExtension) {
+    return (message: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig | ExtensionError> => {
+      if (extension.incomingUnchanged?.(message) === true) return Effect.succeed(message)
+      this.hookValidatedUtf8 = extension.validatesIncomingUtf8 === true
+      return extension.processIncomingMessage(message)
+    }
+  }
+
+  /**
+   * Re-checks a message an extension transformed (RSV bits set): the size limit, and UTF-8 for
+   * text unless the last hook that ran validated it (`validatesIncomingUtf8`).
+   */
   private checkTransformed(original: Message, m: Message): Effect.Effect<Message, ProtocolViolation | FrameTooBig> {
     if (!(original.rsv1 || original.rsv2 || original.rsv3)) return Effect.succeed(m)
     const limit = this.maxMessageSize
     if (m.payload.length > limit) {
       return Effect.fail(new FrameTooBig({ kind: "MessageTooBig", message: `Message exceeds ${limit} bytes` }))
     }
-    if (m._tag === "Text" && !Utf8.isValidUtf8(m.payload)) {
+    if (m._tag === "Text" && (this.flags & HOOK_VALIDATED_UTF8) === 0 && !Utf8.isValidUtf8(m.payload)) {
       return Effect.fail(violation("InvalidUtf8", 1007, "Text message is not valid UTF-8"))
     }
     return Effect.succeed(m)
@@ -1608,7 +1653,9 @@ defineFlags(Session.prototype, {
   closerStarted: CLOSER_STARTED,
   scopeClosing: SCOPE_CLOSING,
   discarding: DISCARDING,
-  sendGateBusy: SEND_GATE_BUSY
+  sendGateBusy: SEND_GATE_BUSY,
+  parserValidatesUtf8: PARSER_VALIDATES_UTF8,
+  hookValidatedUtf8: HOOK_VALIDATED_UTF8
 })
 
 /**
@@ -1641,6 +1688,7 @@ export const make = (
     const scope = Context.get(services, Scope.Scope)
     const session = new Session(raw, options, services)
     const attached = raw.reader.attach(session)
+    session.validateUtf8In(raw.reader.parser)
     const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
     const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)
     if (attached && !pinging) {

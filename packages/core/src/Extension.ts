@@ -76,6 +76,14 @@ export interface WebSocketExtension extends RsvBits {
    * incoming message go through the hook.
    */
   readonly incomingUnchanged?: (message: Message) => boolean
+  /**
+   * Optional: `true` when `processIncomingMessage` never returns a Text message that is not valid
+   * UTF-8: it checks the text it produces (permessage-deflate: the inflated bytes, step by step,
+   * stopping at the first invalid one) and fails with `ProtocolViolation` (`InvalidUtf8`, 1007)
+   * instead. The session then does not check again a message whose last hook was this one's.
+   * Leave it out to have the session check every text message an extension transformed.
+   */
+  readonly validatesIncomingUtf8?: boolean
 }
 
 /** Builds a fresh extension instance per connection from a configuration. `key` identifies the kind. */

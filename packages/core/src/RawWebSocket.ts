@@ -33,6 +33,15 @@ export interface RawWebSocketOptions {
   readonly channels?: ChannelsConfig.ChannelsConfig
   /** Negotiated extensions. The raw session lets their RSV bits through but does not apply them. */
   readonly extensions?: ReadonlyArray<WebSocketExtension>
+  /**
+   * Validate text messages (those without RSV bits) as UTF-8 as their bytes arrive, failing 1007
+   * at the first invalid byte (default false: a raw session hands frames out as they are). A
+   * `DefaultWebSocketSession` made on this session turns it on itself, but only from when it is
+   * made: set it when bytes may arrive before that (an adapter whose first chunk can come with
+   * the handshake), so that the parser validates every message from the start and the session
+   * can rely on it instead of checking complete messages later.
+   */
+  readonly validateUtf8?: boolean
 }
 
 /** The errors a raw `send` can fail with. */
@@ -225,21 +234,31 @@ export const make = (
 
 type MutableParserOptions = { -readonly [K in keyof FrameParser.FrameParserOptions]: FrameParser.FrameParserOptions[K] }
 
-/** The parser options of the common case (only a role and the transport's `allocate`), one frozen object per role and `allocate`. */
-const sharedParserOptions: Record<Role, Array<FrameParser.FrameParserOptions>> = { server: [], client: [] }
+/**
+ * The parser options of the common case (only a role, `validateUtf8` and the transport's
+ * `allocate`), one frozen object per role, `validateUtf8` and `allocate`.
+ */
+const sharedParserOptions: Record<`${Role}${"" | "+utf8"}`, Array<FrameParser.FrameParserOptions>> = {
+  server: [],
+  client: [],
+  "server+utf8": [],
+  "client+utf8": []
+}
 
-/** The `FrameParser` options of a session: shared when only the role and `allocate` are set (most sessions). */
+/** The `FrameParser` options of a session: shared when only the role, `validateUtf8` and `allocate` are set (most sessions). */
 const parserOptionsOf = (
   options: RawWebSocketOptions,
   transport: Transport,
   extensions: ReadonlyArray<WebSocketExtension>
 ): FrameParser.FrameParserOptions => {
   const allocate = transport.allocate
+  const validateUtf8 = options.validateUtf8 === true
   if (options.maxFrameSize === undefined && extensions.length === 0) {
-    const shared = sharedParserOptions[options.role]
+    const shared = sharedParserOptions[validateUtf8 ? `${options.role}+utf8` as const : options.role]
     for (const candidate of shared) if (candidate.allocate === allocate) return candidate
     const made: MutableParserOptions = { role: options.role }
     if (allocate !== undefined) made.allocate = allocate
+    if (validateUtf8) made.validateUtf8 = true
     // Bounded: transports usually share one `allocate` (a prototype method); others get their own object.
     if (shared.length < 4) shared.push(Object.freeze(made))
     return made
@@ -248,6 +267,7 @@ const parserOptionsOf = (
   if (options.maxFrameSize !== undefined) parserOptions.maxFrameSize = options.maxFrameSize
   if (allocate !== undefined) parserOptions.allocate = allocate
   if (extensions.length > 0) parserOptions.allowedRsv = claimedBits(extensions)
+  if (validateUtf8) parserOptions.validateUtf8 = true
   return parserOptions
 }
 

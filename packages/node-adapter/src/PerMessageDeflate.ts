@@ -28,7 +28,12 @@
  *   context holds no output buffer of its own.
  * - Inflation stops as soon as the output exceeds `maxMessageSize` (one scratch buffer past it at
  *   most is ever held) and fails with `FrameTooBig` (1009): a decompression bomb never allocates
- *   its inflated size (hostile-inputs H7). A message whose deflate stream ends (a block with
+ *   its inflated size (hostile-inputs H7). The inflated bytes of a text message are validated as
+ *   UTF-8 as each zlib call produces them (while they are in cache), and inflation stops at the
+ *   first invalid byte with `InvalidUtf8` (1007); the session does not check them again
+ *   (`validatesIncomingUtf8`). Inflation starts only once the whole compressed message has
+ *   arrived (the extension API hands hooks whole messages), so for compressed messages "fail
+ *   fast" means within the message's inflation, not as its frames arrive. A message whose deflate stream ends (a block with
  *   BFINAL set) before its last byte is invalid (1002); one that ends exactly at its end resets
  *   the inflater, since the peer's next message starts a new stream.
  * - Messages it leaves alone (outgoing ones it would not compress, incoming ones without RSV1)
@@ -41,7 +46,7 @@
  *
  * @module
  */
-import { Frame, PerMessageDeflateNegotiation as Negotiation } from "@effect-ws/codec"
+import { Frame, PerMessageDeflateNegotiation as Negotiation, Utf8 } from "@effect-ws/codec"
 import type { ExtensionHeader } from "@effect-ws/codec"
 import { Errors, Extension } from "@effect-ws/core"
 import { Effect, Semaphore } from "effect"
@@ -195,6 +200,15 @@ type ZlibOutcome =
   | { readonly _tag: "Done"; readonly output: Buffer }
   | { readonly _tag: "TooBig"; readonly limit: number }
   | { readonly _tag: "Failed"; readonly error: Error }
+  | { readonly _tag: "InvalidUtf8" }
+
+const INVALID_UTF8: ZlibOutcome = { _tag: "InvalidUtf8" }
+
+/**
+ * Validates inflated text as it is produced: one validator serves every operation (steps are
+ * synchronous), each operation keeps only the validator's state between steps (`Operation.utf8`).
+ */
+const validator = new Utf8.Utf8Validator()
 
 /** One message going through a context: its input pieces, where it is, what it produced. */
 class Operation {
@@ -207,11 +221,16 @@ class Operation {
   readonly limit: number
   /** Bytes at the end of the input that may stay unconsumed when the stream ends (the restored tail). */
   readonly trailer: number
+  /** The output must be valid UTF-8 (an inflated text message). */
+  readonly text: boolean
+  /** The UTF-8 validator's state after the output so far (`Utf8Validator.state`). */
+  utf8 = 0
 
-  constructor(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number) {
+  constructor(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number, text: boolean) {
     this.input = input
     this.limit = limit
     this.trailer = trailer
+    this.text = text
   }
 
   /** Input bytes not yet consumed, from the current piece on. */
@@ -336,10 +355,16 @@ class ZlibContext {
    * otherwise an effect that waits for the context and finishes the message in steps. Call it
    * once per message, in order. The outcome: the message's output, or `TooBig` once it exceeds
    * `limit`, or `Failed` on a zlib error or a stream that ends before the input minus `trailer`
-   * bytes did (the context is dropped in both cases).
+   * bytes did (the context is dropped in both cases), or, with `text`, `InvalidUtf8` at the first
+   * output byte that is not valid UTF-8 (context dropped) or an output that ends inside a character.
    */
-  start(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number): ZlibOutcome | Effect.Effect<ZlibOutcome> {
-    const op = new Operation(input, limit, trailer)
+  start(
+    input: ReadonlyArray<Uint8Array>,
+    limit: number,
+    trailer: number,
+    text = false
+  ): ZlibOutcome | Effect.Effect<ZlibOutcome> {
+    const op = new Operation(input, limit, trailer, text)
     if (this.pending === 0) {
       // The common case: nothing else in progress and the message fits in one step.
       return this.step(op) ?? this.exclusive(this.resume(op))
@@ -401,6 +426,17 @@ class ZlibContext {
       const availIn = state[1]!
       const produced = outLength - availOut
       const consumed = inLength - availIn
+      if (op.text && produced > 0) {
+        validator.state = op.utf8
+        // Small integers (`| 0`): the counts come from a Uint32Array, and a non-Smi argument would
+        // deoptimize the validator shared with the frame parser into slower code for everyone.
+        if (validator.update(scratch, used | 0, (used + produced) | 0) !== -1) {
+          op.chunks.length = 0
+          this.drop() // mid-message: the context's state is of no use any more
+          return INVALID_UTF8
+        }
+        op.utf8 = validator.state
+      }
       used += produced
       op.total += produced
       op.offset += consumed
@@ -432,6 +468,8 @@ class ZlibContext {
     }
     op.keep(used)
     this.endMessage(handle, op.ended)
+    // The whole message was inflated (the context is fine); its text must not end inside a character.
+    if (op.text && op.utf8 !== 0) return INVALID_UTF8
     return { _tag: "Done", output: op.output() }
   }
 
@@ -463,6 +501,7 @@ class Instance implements PerMessageDeflateExtension {
   readonly rsv1 = true
   readonly rsv2 = false
   readonly rsv3 = false
+  readonly validatesIncomingUtf8 = true
   readonly protocols: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>
   params: Negotiation.DeflateParameters | undefined = undefined
   role: "server" | "client" | undefined = undefined
@@ -578,7 +617,7 @@ class Instance implements PerMessageDeflateExtension {
       )
     }
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
-    const started = inflater.start([message.payload, TAIL], this.maxMessageSize, TAIL.length)
+    const started = inflater.start([message.payload, TAIL], this.maxMessageSize, TAIL.length, message._tag === "Text")
     return Effect.isEffect(started) ? Effect.flatMap(started, (o) => inflated(message, o)) : inflated(message, started)
   }
 
@@ -628,6 +667,8 @@ const inflated = (
           message: `Invalid permessage-deflate data: ${outcome.error.message}`.slice(0, 120)
         })
       )
+    case "InvalidUtf8":
+      return Effect.fail(new Errors.ProtocolViolation({ kind: "InvalidUtf8", code: 1007, message: "Text message is not valid UTF-8" }))
   }
 }
 

@@ -26,10 +26,15 @@ export interface SessionOptions extends DefaultWebSocketSession.DefaultWebSocket
 /** The options of a session started without any (one shared object: a session keeps its options). */
 const NO_OPTIONS: SessionOptions = Object.freeze({})
 
-/** The raw-session options of a session without extensions or settings, one shared object per role. */
+/**
+ * The raw-session options of a session without extensions or settings, one shared object per
+ * role. Every raw session here validates text from its first byte (`validateUtf8`): a first chunk
+ * that came with the handshake is parsed before the session on top exists, and the session can
+ * then leave UTF-8 to the parser (fail fast inside frames) for every message.
+ */
 const ROLE_ONLY: Record<RawWebSocket.Role, RawWebSocket.RawWebSocketOptions> = {
-  server: Object.freeze({ role: "server" }),
-  client: Object.freeze({ role: "client" })
+  server: Object.freeze({ role: "server", validateUtf8: true }),
+  client: Object.freeze({ role: "client", validateUtf8: true })
 }
 
 /**
@@ -48,10 +53,11 @@ export const startSession = (
     RawWebSocket.make(
       transport,
       options.maxFrameSize === undefined && options.channels === undefined
-        ? (extensions.length === 0 ? ROLE_ONLY[role] : { role, extensions })
+        ? (extensions.length === 0 ? ROLE_ONLY[role] : { role, extensions, validateUtf8: true })
         : {
           role,
           extensions,
+          validateUtf8: true,
           ...(options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize }),
           ...(options.channels === undefined ? {} : { channels: options.channels })
         }
