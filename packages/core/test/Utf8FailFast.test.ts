@@ -75,9 +75,11 @@ describe("DefaultWebSocketSession: UTF-8 fail fast inside a frame (6.4.x timing)
         const wire = wireOf(peer, Frame.text(badText()))
         const header = wire.length - 200
         yield* peer.sendBytes(wire.subarray(0, header + 10)) // up to and including the invalid byte
+        // "ok" came before the bad bytes: our Close waits until the application took it (replies
+        // before the Close), then goes out while the rest of the frame is still unsent.
+        assert.strictEqual(DefaultWebSocketSession.readText((yield* session.receive) as Frame.Text), "ok")
         assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007)
         yield* Effect.ignore(peer.sendBytes(wire.subarray(header + 10))) // the rest, after the pause
-        assert.strictEqual(DefaultWebSocketSession.readText((yield* session.receive) as Frame.Text), "ok")
         const error = yield* Effect.flip(session.receive)
         assert.deepStrictEqual([error._tag, error._tag === "ProtocolViolation" && error.code], ["ProtocolViolation", 1007])
         assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
@@ -126,8 +128,9 @@ describe("DefaultWebSocketSession: UTF-8 fail fast inside a frame (6.4.x timing)
         yield* Effect.yieldNow
         const session = yield* makeSession
         if (cut < length) yield* peer.sendBytes(wire.subarray(cut))
-        assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007, `cut at ${cut}`)
+        // Our Close waits until the application took "ok" (replies before the Close).
         assert.strictEqual(DefaultWebSocketSession.readText((yield* session.receive) as Frame.Text), "ok")
+        assert.strictEqual(closeCode(yield* nextWithin(peer, "1 second")), 1007, `cut at ${cut}`)
         assert.strictEqual((yield* Deferred.await(session.closeReason)).code, 1007)
         yield* finish(peer, scope)
       }
