@@ -18,6 +18,7 @@ import {
   expectClose,
   type Expected,
   fail,
+  type How,
   pass,
   type Profile,
   quiet,
@@ -78,6 +79,8 @@ export interface Case {
   readonly fragmenting?: boolean
   /** Client under test: the configured client to run instead of the plain echo client. */
   readonly client?: ClientConfig
+  /** §9: the group's name and this case's value in it, for the timings line. */
+  readonly timing?: { readonly group: string; readonly label: string }
   /** The case's script after the opening handshake (both sides). */
   readonly script?: (ctx: Ctx) => Promise<Verdict>
   /** Server under test: the whole case, handshake included (replaces `offer` + `script`). */
@@ -93,7 +96,6 @@ const text = (data: Uint8Array | string, check?: Expected["check"]): Expected =>
 const binary = (data: Uint8Array, check?: Expected["check"]): Expected => ({ type: "Binary", data, ...(check ? { check } : {}) })
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
-type How = { readonly chop?: number; readonly framewise?: boolean }
 
 /** Sends `frames`, expects `messages`/`pongs` back, then the clean close. */
 const echo = (frames: ReadonlyArray<RawFrame>, expected: { messages?: ReadonlyArray<Expected>; pongs?: ReadonlyArray<Uint8Array>; ms?: number }, how: How = {}) => (ctx: Ctx) =>
@@ -146,7 +148,9 @@ export const buildCases = (profile: Profile): Array<Case> => {
   add({ id: "2.9", section: S2, title: "an unsolicited Pong, then a Ping: one Pong, for the Ping", subset: true, script: echo([{ opcode: PONG, payload: enc("unsolicited pong payload") }, { opcode: PING, payload: enc("ping payload") }], { pongs: [enc("ping payload")] }) })
   const ten = Array.from({ length: 10 }, (_, i) => enc(`payload-${i + 1}`))
   add({ id: "2.10", section: S2, title: "10 Pings back to back: 10 Pongs, in order, each with its Ping's payload", subset: true, script: echo(ten.map((payload) => ({ opcode: PING, payload })), { pongs: ten }) })
-  add({ id: "2.11", section: S2, title: "10 Pings in 1-byte writes: 10 Pongs, in order, each with its Ping's payload", subset: true, script: echo(ten.map((payload) => ({ opcode: PING, payload })), { pongs: ten }, { chop: 1 }) })
+  // Written back to back (a yield only every 64 writes), so several Pings complete in one read.
+  add({ id: "2.11", section: S2, title: "10 Pings in 1-byte writes, back to back: 10 Pongs, in order, each with its Ping's payload", subset: true, script: echo(ten.map((payload) => ({ opcode: PING, payload })), { pongs: ten }, { chop: 1, yieldEvery: 64 }) })
+  add({ id: "2.x.pings-one-byte-apart", section: S2, title: "10 Pings in 1-byte writes, each byte read on its own: 10 Pongs, in order", script: echo(ten.map((payload) => ({ opcode: PING, payload })), { pongs: ten }, { chop: 1 }) })
 
   // §3 Reserved bits (no extension negotiated).
   const S3 = "3 rsv bits"
@@ -371,6 +375,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
         id: `9.${k}.${i + 1}`,
         section: S9,
         title: `${type.toLowerCase()} message of ${label(n)}`,
+        timing: { group: `${type.toLowerCase()}, one frame`, label: label(n) },
         subset: n === M,
         script: async (ctx) => {
           const data = type === "Text" ? textOf(n) : filled(n)
@@ -387,6 +392,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
         id: `9.${k}.${i + 1}`,
         section: S9,
         title: `${type.toLowerCase()} message of 4 MiB in ${label(size)} fragments`,
+        timing: { group: `${type.toLowerCase()} 4 MiB, by fragment size`, label: label(size) },
         subset: k === 4 && size === 65536,
         script: async (ctx) => {
           const data = type === "Text" ? textOf(4 * M) : filled(4 * M)
@@ -403,6 +409,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
         id: `9.${k}.${i + 1}`,
         section: S9,
         title: `${type.toLowerCase()} message of 1 MiB in ${chop}-byte writes`,
+        timing: { group: `${type.toLowerCase()} 1 MiB, by TCP write size`, label: label(chop) },
         subset: k === 5 && chop === 2048,
         script: async (ctx) => {
           const data = type === "Text" ? textOf(M) : filled(M)
@@ -419,6 +426,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
         id: `9.${k}.${i + 1}`,
         section: S9,
         title: `1,000 ${type.toLowerCase()} messages of ${size} bytes, one round trip at a time`,
+        timing: { group: `1,000 ${type.toLowerCase()} round trips, by size`, label: label(size) },
         subset: k === 7 && size === 16,
         script: async (ctx) => {
           const data = type === "Text" ? textOf(size) : filled(size)
@@ -436,6 +444,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
     id: "9.x.16MiB-in-4MiB-writes",
     section: S9,
     title: "binary message of 16 MiB in 4 MiB writes",
+    timing: { group: "binary, large writes", label: "16 MiB in 4 MiB" },
     script: async (ctx) => {
       const data = filled(16 * M, 1)
       await ctx.conn.sendMessage("Binary", data, { chop: 4 * M })
@@ -446,6 +455,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
     id: "9.x.4MiB-in-64KiB-writes",
     section: S9,
     title: "binary message of 4 MiB in 64 KiB writes",
+    timing: { group: "binary, large writes", label: "4 MiB in 64 KiB" },
     script: async (ctx) => {
       const data = filled(4 * M, 2)
       await ctx.conn.sendMessage("Binary", data, { chop: 65536 })
@@ -509,7 +519,7 @@ export const buildCases = (profile: Profile): Array<Case> => {
     [16, 0], [64, 0], [256, 0], [1024, 0], [4096, 0], [8192, 0], [16384, 0], [32768, 0], [65536, 0], [131072, 0],
     [8192, 256], [16384, 256], [32768, 256], [65536, 256], [131072, 256], [131072, 1024], [131072, 4096], [131072, 32768]
   ]
-  const reps12 = (size: number) => (profile.full ? Math.min(1000, Math.max(50, (4 * M) / size)) : size >= 32768 ? 4 : 20)
+  const reps12 = (size: number) => (profile.full ? Math.min(1000, Math.max(20, M / size)) : size >= 32768 ? 4 : 20)
   corpora.forEach((corpus, j) => {
     rows.forEach(([size, fragment], i) => {
       const count = reps12(size)

@@ -219,17 +219,20 @@ export class Conn {
     return e
   }
 
-  /** Writes bytes, in chunks of `chop` (each its own write, yielding now and then so TCP does not coalesce them). */
-  async sendBytes(bytes: Uint8Array, chop?: number): Promise<void> {
+  /** Writes bytes, in chunks of `chop` (each its own write), yielding after every `yieldEvery` writes. */
+  async sendBytes(bytes: Uint8Array, chop?: number, yieldEvery?: number): Promise<void> {
     if (this.socket.destroyed) return
     if (chop === undefined || chop >= bytes.length) {
       if (!this.socket.write(bytes)) await this.drain()
       return
     }
+    // Yield to the event loop between writes (after each one when there are not too many), so
+    // the bytes leave in separate segments and an in-process implementation reads them apart.
+    const every = yieldEvery ?? (Math.ceil(bytes.length / chop) <= 4096 ? 1 : 16)
     for (let p = 0, i = 0; p < bytes.length && !this.socket.destroyed; p += chop, i++) {
       const more = this.socket.write(bytes.subarray(p, p + chop))
       if (!more) await this.drain()
-      else if (chop < 16 ? i % 64 === 63 : i % 16 === 15) await sleep(0)
+      else if (i % every === every - 1) await new Promise<void>((resolve) => setImmediate(resolve))
     }
   }
 
@@ -246,9 +249,9 @@ export class Conn {
   }
 
   /** Sends frames exactly as given (masked when we are the client). */
-  sendFrames(frames: ReadonlyArray<RawFrame>, chop?: number): Promise<void> {
+  sendFrames(frames: ReadonlyArray<RawFrame>, chop?: number, yieldEvery?: number): Promise<void> {
     if (frames.some((f) => f.opcode === CLOSE)) this.closeSent = true
-    return this.sendBytes(encodeFrames(frames, this.role === "client"), chop)
+    return this.sendBytes(encodeFrames(frames, this.role === "client"), chop, yieldEvery)
   }
 
   /** Sends each frame as its own write, with a short pause between them. */

@@ -189,13 +189,15 @@ export const table = (results: ReadonlyArray<Result>): string => {
 }
 
 /** The §9 timings (conformance.md's performance figure), one line per group of cases. */
-export const limitsTimes = (results: ReadonlyArray<Result>): string => {
-  const groups = new Map<string, Array<Result>>()
-  for (const r of results.filter((r) => r.id.startsWith("9."))) {
-    const g = r.id.split(".").slice(0, 2).join(".")
-    groups.set(g, [...(groups.get(g) ?? []), r])
+export const limitsTimes = (cases: ReadonlyArray<Case>, results: ReadonlyArray<Result>): string => {
+  const timing = new Map(cases.map((c) => [c.id, c.timing]))
+  const groups = new Map<string, Array<string>>()
+  for (const r of results) {
+    const t = timing.get(r.id)
+    if (t === undefined) continue
+    groups.set(t.group, [...(groups.get(t.group) ?? []), `${t.label} ${r.ms.toFixed(0)}`])
   }
-  return [...groups].map(([g, rs]) => `  ${g.padEnd(5)} ${rs.map((r) => `${r.ms.toFixed(0)}`).join(", ")} ms  (${rs[0]!.title}${rs.length > 1 ? ", …" : ""})`).join("\n")
+  return [...groups].map(([g, xs]) => `  ${g.padEnd(34)} ${xs.join(" | ")}`).join("\n")
 }
 
 const line = (r: Result) =>
@@ -245,18 +247,19 @@ if (import.meta.main) {
         if (!verbose) process.stderr.write("\n")
         results.push(...rs)
         console.log(table(rs))
-        if (rs.some((r) => r.id.startsWith("9."))) console.log(`§9 times per case:\n${limitsTimes(rs)}`)
+        if (rs.some((r) => r.id.startsWith("9."))) console.log(`§9 times (ms):\n${limitsTimes(cases, rs)}`)
       } finally {
         await own?.close()
       }
     } else {
       const { ourClient } = await import("./ours.ts")
       console.log("\nClient under test: our echo client (scripts/demo/echo-client.ts), one connection per case")
-      const rs = await runClientSide(casesFor(all, "client"), ourClient, profile, onResult)
+      const cases = casesFor(all, "client")
+      const rs = await runClientSide(cases, ourClient, profile, onResult)
       if (!verbose) process.stderr.write("\n")
       results.push(...rs)
       console.log(table(rs))
-      if (rs.some((r) => r.id.startsWith("9."))) console.log(`§9 times per case:\n${limitsTimes(rs)}`)
+      if (rs.some((r) => r.id.startsWith("9."))) console.log(`§9 times (ms):\n${limitsTimes(cases, rs)}`)
     }
   }
   const failures = results.filter((r) => !r.verdict.ok)

@@ -179,9 +179,19 @@ export const seq = async (...steps: ReadonlyArray<() => Promise<Verdict>>): Prom
   return pass
 }
 
-/** A step that sends frames (in `chop`-byte writes, or one write per frame with `framewise`). */
-export const send = (ctx: Ctx, frames: ReadonlyArray<RawFrame>, how: { readonly chop?: number; readonly framewise?: boolean } = {}) => async (): Promise<Verdict> => {
+/** How a step writes its frames. */
+export interface How {
+  /** In writes of this many bytes. */
+  readonly chop?: number
+  /** With `chop`: yield to the event loop only after this many writes (default: after each, for up to 4096 writes). */
+  readonly yieldEvery?: number
+  /** One write per frame, with a short pause between them. */
+  readonly framewise?: boolean
+}
+
+/** A step that sends frames. */
+export const send = (ctx: Ctx, frames: ReadonlyArray<RawFrame>, how: How = {}) => async (): Promise<Verdict> => {
   if (how.framewise === true) await ctx.conn.sendFramewise(frames)
-  else await ctx.conn.sendFrames(frames, how.chop)
+  else await ctx.conn.sendFrames(frames, how.chop, how.yieldEvery)
   return pass
 }

@@ -42,7 +42,6 @@ export const KNOWN_FAILING_UNTIL_ISSUE_21: ReadonlyArray<string> = [
   "client 6.4.4",
   // Client side: the echo of a message that arrived before a bad frame does not go out before the Close 1002.
   "client 3.2",
-  "client 3.4",
   "client 4.1.3",
   "client 4.2.4",
   "client 5.15"
