@@ -236,13 +236,20 @@ export class Conn {
     }
   }
 
+  /** Waits until the socket drains or closes; a peer that stops reading for 30 s gets its connection dropped. */
   private drain(): Promise<void> {
     return new Promise<void>((resolve) => {
       const done = () => {
+        clearTimeout(timer)
         this.socket.off("drain", done)
         this.socket.off("close", done)
         resolve()
       }
+      const timer = setTimeout(() => {
+        this.violation("the implementation stopped reading (our writes did not drain for 30 s)")
+        this.socket.destroy()
+        done()
+      }, 30_000)
       this.socket.once("drain", done)
       this.socket.once("close", done)
     })

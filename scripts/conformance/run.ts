@@ -135,6 +135,8 @@ export const runClientCase = async (c: Case, fuzz: FuzzServer, client: ClientUnd
     return verdict.ok ? fail(`the client did not finish within ${STEP_MS} ms of the connection closing`) : verdict
   }
   if (verdict.ok && end !== undefined) return checkOutcome(end, outcome)
+  // The client's own account helps explain a failure on the wire.
+  if (!verdict.ok && outcome._tag === "Failed") return fail(`${verdict.why} (the client ${describeOutcome(outcome)})`)
   return verdict
 }
 
@@ -236,8 +238,7 @@ if (import.meta.main) {
   const started = performance.now()
   for (const side of sides) {
     if (side === "server") {
-      const { startOurServers } = await import("./ours.ts")
-      const own = url === undefined ? await startOurServers() : undefined
+      const own = url === undefined ? await (await import("./ours.ts")).startOurServers() : undefined
       const target: ServerTarget = own?.target ?? { url: new URL(url!) }
       try {
         const cases = casesFor(all, "server", target)
@@ -263,7 +264,7 @@ if (import.meta.main) {
     }
   }
   const failures = results.filter((r) => !r.verdict.ok)
-  if (failures.length > 0) console.log(`\nFailures:\n${failures.map(line).join("\n")}`)
+  if (failures.length > 0) console.log(`\nFailures:\n${failures.map((r) => `  ${r.side} ${r.id}: ${r.verdict.ok ? "" : r.verdict.why}`).join("\n")}`)
   console.log(`\n${results.length - failures.length} passed, ${failures.length} failed (${seconds(performance.now() - started)})`)
   process.exit(failures.length === 0 ? 0 : 1)
 }
