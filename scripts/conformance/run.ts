@@ -135,8 +135,9 @@ export const runClientCase = async (c: Case, fuzz: FuzzServer, client: ClientUnd
     return verdict.ok ? fail(`the client did not finish within ${STEP_MS} ms of the connection closing`) : verdict
   }
   if (verdict.ok && end !== undefined) return checkOutcome(end, outcome)
-  // The client's own account helps explain a failure on the wire.
-  if (!verdict.ok && outcome._tag === "Failed") return fail(`${verdict.why} (the client ${describeOutcome(outcome)})`)
+  // The client's own account helps explain a failure on the wire (an abnormal closure is just
+  // our dropping the connection after the failure).
+  if (!verdict.ok && outcome._tag === "Failed" && outcome.error !== "AbnormalClosure") return fail(`${verdict.why} (the client ${describeOutcome(outcome)})`)
   return verdict
 }
 

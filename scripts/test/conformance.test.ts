@@ -20,10 +20,9 @@ import { afterAll, beforeAll } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
 import { buildCases, type ServerTarget } from "../conformance/cases.ts"
 import { FuzzServer } from "../conformance/conn.ts"
-import { startOurServers } from "../conformance/ours.ts"
+import { ourClient, startOurServers } from "../conformance/ours.ts"
 import { casesFor, type ClientOutcome, type ClientUnderTest, runClientCase, runClientSide, runServerCase, runServerSide } from "../conformance/run.ts"
-import { SUBSET } from "../conformance/script.ts"
-import { ourClient } from "../conformance/ours.ts"
+import { FULL, SUBSET } from "../conformance/script.ts"
 
 /**
  * Subset cases that fail today, as `side id`: library bugs other branches of issue #21 are
@@ -95,6 +94,19 @@ describe("conformance: our client under the fuzzing server", () => {
       assert.isTrue(v.ok, v.ok ? "" : v.why)
     }, CASE_TIMEOUT)
   }
+})
+
+it("the full run covers every section of conformance.md on both sides", () => {
+  const full = buildCases(FULL)
+  const sections = ["1 framing", "2 ping/pong", "3 rsv bits", "4 opcodes", "5 fragmentation", "6 utf-8", "7 close", "9 limits", "10 auto-fragmentation", "12 deflate", "13 deflate params", "handshake"]
+  for (const side of ["server", "client"] as const) {
+    const mine = full.filter((c) => c.sides.includes(side))
+    assert.deepStrictEqual([...new Set(mine.map((c) => c.section))], sections, side)
+    assert.isAtLeast(mine.length, 600, side)
+    // The subset samples every section too.
+    assert.deepStrictEqual([...new Set(mine.filter((c) => c.subset).map((c) => c.section))], sections, `${side} subset`)
+  }
+  assert.strictEqual(new Set(full.map((c) => `${c.sides.join()} ${c.id}`)).size, full.length, "unique ids")
 })
 
 it("the known-failing lists name subset cases only", () => {
