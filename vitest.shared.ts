@@ -16,5 +16,7 @@ export const project = (name: string) =>
   defineProject({
     resolve: { conditions },
     ssr: { resolve: { conditions } },
-    test: { name, include: ["test/**/*.test.ts"] }
+    // Generous bounds (vitest's defaults are 5 s / 10 s): property tests take several seconds on a
+    // loaded 2-core machine; a hang still fails, within a bound.
+    test: { name, include: ["test/**/*.test.ts"], testTimeout: 30_000, hookTimeout: 30_000 }
   })

@@ -1,7 +1,7 @@
 /**
  * `npm test`: typecheck every package (`tsc -b`), run every vitest project, and print one final
- * line `N passed, M failed` for CI. A failed typecheck counts as one failed test. Extra arguments
- * are passed to vitest (for example a file filter).
+ * line `N passed, M failed, K skipped` for CI (each skipped test is listed above it). A failed
+ * typecheck counts as one failed test. Extra arguments are passed to vitest (e.g. a file filter).
  */
 import { spawnSync } from "node:child_process"
 import { readFileSync, rmSync } from "node:fs"
@@ -23,16 +23,33 @@ const vitestStatus = run(bin("vitest"), [
   ...process.argv.slice(2)
 ])
 
+interface Report {
+  readonly numPassedTests: number
+  readonly numFailedTests: number
+  readonly testResults: ReadonlyArray<{
+    readonly name: string
+    readonly assertionResults: ReadonlyArray<{ readonly fullName: string; readonly status: string }>
+  }>
+}
+
 let passed = 0
 let failed = typecheckFailed ? 1 : 0
+const skipped: Array<string> = []
 try {
-  const r = JSON.parse(readFileSync(report, "utf8")) as { numPassedTests: number; numFailedTests: number }
+  const r = JSON.parse(readFileSync(report, "utf8")) as Report
   passed += r.numPassedTests
   failed += r.numFailedTests
+  for (const file of r.testResults) {
+    for (const t of file.assertionResults) {
+      if (t.status !== "passed" && t.status !== "failed") skipped.push(`${t.status}: ${t.fullName} (${file.name})`)
+    }
+  }
 } catch {
   failed += 1
   console.error("vitest produced no report")
 }
 if (vitestStatus !== 0 && failed === 0) failed = 1
-console.log(`${passed} passed, ${failed} failed`)
+// Skipped tests say why in their names (e.g. "needs /usr/bin/chromium"); list them above the closing line.
+for (const s of skipped) console.log(s)
+console.log(`${passed} passed, ${failed} failed, ${skipped.length} skipped`)
 process.exit(failed === 0 ? 0 : 1)

@@ -16,6 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { readmeBlocks, readmeFiles } from "./readme-blocks.ts"
+import { isServerExample, SERVE_TIMEOUT_MS, serveUntilSigint } from "./serve-example.ts"
 
 const root = resolve(import.meta.dirname, "../..")
 const packages = ["codec", "core", "node-adapter"] as const
@@ -135,7 +136,8 @@ describe("packed packages in a project outside the repo", () => {
     writeFileSync(join(project, "src", "app.ts"), readFileSync(join(root, "scripts/consumer/app.ts")))
     for (const file of readmeFiles) {
       for (const block of readmeBlocks(join(root, file))) {
-        const name = `${file.replace(/[/.]/g, "_")}-${block.index}${block.run ? "" : ".norun"}.ts`
+        const kind = block.run ? "" : isServerExample(block) ? ".serve" : block.needsServer ? ".client" : ".norun"
+        const name = `${file.replace(/[/.]/g, "_")}-${block.index}${kind}.ts`
         mkdirSync(join(project, "src", "readme"), { recursive: true })
         writeFileSync(join(project, "src", "readme", name), block.code)
       }
@@ -171,7 +173,7 @@ describe("packed packages in a project outside the repo", () => {
 
   afterAll(() => {
     if (project !== "") rmSync(project, { recursive: true, force: true })
-  })
+  }, STEP_TIMEOUT)
 
   const tsc = (config: string) => sh(process.execPath, [join(root, "node_modules/.bin/tsc"), "-p", config], project)
 
@@ -202,13 +204,38 @@ describe("packed packages in a project outside the repo", () => {
 
   it("runs the READMEs' runnable examples on Node 24", () => {
     const dir = join(project, "out", "readme")
-    const runnable = readdirSync(dir).filter((f) => f.endsWith(".js") && !f.includes(".norun"))
+    const runnable = readdirSync(dir).filter((f) => /-\d+\.js$/.test(f))
     assert.isAtLeast(runnable.length, 1)
     for (const file of runnable) {
       const r = sh(process.execPath, [join(dir, file)], project, 30_000)
       assert.strictEqual(r.status, 0, `${file}:\n${r.stdout}\n${r.stderr}`)
     }
   }, STEP_TIMEOUT)
+
+  it("the root README's server example serves from the consumer project, answers its client example, stops on SIGINT", async () => {
+    const dir = join(project, "out", "readme")
+    const servers = readdirSync(dir).filter((f) => f.startsWith("README_md-") && f.endsWith(".serve.js"))
+    const clients = readdirSync(dir).filter((f) => f.startsWith("README_md-") && f.endsWith(".client.js"))
+    assert.isAtLeast(servers.length, 1)
+    assert.isAtLeast(clients.length, 1)
+    for (const file of servers) {
+      await serveUntilSigint(process.execPath, [join(dir, file)], {
+        cwd: project,
+        env: userEnv(),
+        during: (port) => {
+          for (const client of clients) {
+            const r = spawnSync(process.execPath, [join(dir, client)], {
+              cwd: project,
+              env: { ...userEnv(), PORT: String(port) },
+              encoding: "utf8",
+              timeout: 30_000
+            })
+            assert.strictEqual(r.status, 0, `${client}:\n${r.stdout}\n${r.stderr}`)
+          }
+        }
+      })
+    }
+  }, 2 * SERVE_TIMEOUT_MS + 40_000)
 
   it("hides internal modules and resolves every public module", () => {
     const script = `

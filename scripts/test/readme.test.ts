@@ -1,18 +1,20 @@
 /**
- * The READMEs' TypeScript examples compile and run (the root README.md and each package's, see
- * `readmeFiles`): every ```ts block is written to its own file under `.tsbuild/readme/`, all of
- * them are typechecked together with the project's compiler settings, and each block is run with
- * Node unless its info string says `no-run` (servers that wait for SIGINT). A `no-run` block
- * that serves under `NodeRuntime.runMain` is started too: it must announce its `ws://` URL,
- * accept a connection there, and exit cleanly on SIGINT. `@effect-ws/*` resolve to the sources
- * (`--conditions=@effect-ws/source`, the `customConditions` of tsconfig.base.json).
+ * The READMEs' TypeScript examples compile, run, and print what they document (the root README.md
+ * and each package's, see `readmeFiles`): every ```ts block is written to its own file under
+ * `.tsbuild/readme/` and all of them are typechecked together with the project's settings. Each
+ * block that runs on its own is run with Node, and every `console.log` call's prints must match
+ * the comment that documents them (`documentedOutputs`). A `no-run` server example under
+ * `NodeRuntime.runMain` is started on a free `PORT`: it must announce its `ws://` URL, echo, run
+ * the README's `needs-server` client examples against it (checked the same way), and exit cleanly
+ * on SIGINT. `@effect-ws/*` resolve to the sources (`--conditions=@effect-ws/source`). Each test
+ * writes the files it needs, so any one of them runs on its own.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { spawn, spawnSync } from "node:child_process"
-import { mkdirSync, rmSync, writeFileSync } from "node:fs"
+import { spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
-import { WebSocket } from "ws"
-import { type ReadmeBlock, readmeBlocks, readmeFiles } from "./readme-blocks.ts"
+import { documentedOutputs, matchesDocumented, type ReadmeBlock, readmeBlocks, readmeFiles } from "./readme-blocks.ts"
+import { isServerExample, SERVE_TIMEOUT_MS, serveUntilSigint } from "./serve-example.ts"
 
 const root = resolve(import.meta.dirname, "../..")
 const dir = join(root, ".tsbuild", "readme")
@@ -34,9 +36,6 @@ const examples: ReadonlyArray<Example> = readmeFiles.flatMap((file) =>
     name: `${file.replace(/\.md$/, "").replace(/[^A-Za-z0-9]+/g, "-")}-${block.index}.ts`
   }))
 )
-
-/** How long a server example may take to announce its URL, and to exit after SIGINT. */
-const SERVE_TIMEOUT_MS = 15_000
 
 const write = (example: Example): string => {
   const path = join(dir, example.name)
@@ -79,69 +78,53 @@ describe("README examples", () => {
     assert.strictEqual(r.status, 0, r.stdout + r.stderr)
   }, 60_000)
 
-  for (const example of examples.filter((e) => e.run)) {
-    it(`${example.file} example ${example.index} runs`, () => {
-      const r = spawnSync(process.execPath, ["--conditions=@effect-ws/source", write(example)], {
+  /** Runs `example` (with `PORT` when given), and checks it exits 0 and prints what its comments document. */
+  const runAndCheck = (example: Example, port?: number): void => {
+    const out = join(dir, `${example.name}.console.jsonl`)
+    rmSync(out, { force: true })
+    const r = spawnSync(
+      process.execPath,
+      ["--conditions=@effect-ws/source", "--import", join(import.meta.dirname, "readme-console.ts"), write(example)],
+      {
         encoding: "utf8",
         timeout: RUN_TIMEOUT_MS,
-        killSignal: "SIGKILL"
-      })
-      const outcome = r.error !== undefined ? `${r.error.message}\n` : r.signal !== null ? `killed by ${r.signal}\n` : ""
-      assert.strictEqual(r.status, 0, outcome + r.stdout + r.stderr)
-    }, RUN_TIMEOUT_MS + 10_000)
+        killSignal: "SIGKILL",
+        env: { ...process.env, README_CONSOLE_OUT: out, ...(port === undefined ? {} : { PORT: String(port) }) }
+      }
+    )
+    const outcome = r.error !== undefined ? `${r.error.message}\n` : r.signal !== null ? `killed by ${r.signal}\n` : ""
+    assert.strictEqual(r.status, 0, outcome + r.stdout + r.stderr)
+    const prints = existsSync(out)
+      ? readFileSync(out, "utf8").trim().split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as { line: number; text: string })
+      : []
+    for (const documented of documentedOutputs(example.code)) {
+      const where = `${example.file} example ${example.index}, line ${documented.line}`
+      assert.isDefined(documented.expected, `${where}: console.log without a comment documenting its output`)
+      const printed = prints.filter((p) => p.line === documented.line).map((p) => p.text)
+      assert.isTrue(
+        matchesDocumented(documented.expected!, printed),
+        `${where}: documented ${JSON.stringify(documented.expected)}, printed ${JSON.stringify(printed)}`
+      )
+    }
   }
 
-  for (const example of examples.filter((e) => !e.run && e.code.includes("NodeRuntime.runMain("))) {
-    it(`${example.file} example ${example.index} serves until SIGINT`, async () => {
-      const child = spawn(process.execPath, ["--conditions=@effect-ws/source", write(example)], {
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let output = ""
-      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
-      try {
-        const url = await new Promise<string>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`no ws:// URL announced:\n${output}`)), SERVE_TIMEOUT_MS)
-          const onData = (chunk: Buffer) => {
-            output += chunk.toString("utf8")
-            const announced = /wss?:\/\/[^\s"'`]+/.exec(output)
-            if (announced !== null) {
-              clearTimeout(timer)
-              resolve(announced[0])
-            }
-          }
-          child.stdout.on("data", onData)
-          child.stderr.on("data", onData)
-          void exited.then((code) => {
-            clearTimeout(timer)
-            reject(new Error(`exited with ${code} before serving:\n${output}`))
-          })
-        })
-        // A client opens a connection, sends a message, expects an answer within 2 s, and closes.
-        const closed = await new Promise<{ readonly code: number; readonly replied: boolean }>((resolve, reject) => {
-          const ws = new WebSocket(url)
-          let replied = false
-          ws.on("open", () => {
-            ws.send("hello")
-            setTimeout(() => ws.close(1000), 2_000).unref()
-          })
-          ws.on("message", () => {
-            replied = true
-            ws.close(1000)
-          })
-          ws.on("close", (code) => resolve({ code, replied }))
-          ws.on("error", reject)
-        })
-        assert.deepStrictEqual(closed, { code: 1000, replied: true }, output)
-        child.kill("SIGINT")
-        const code = await Promise.race([
-          exited,
-          new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), SERVE_TIMEOUT_MS).unref())
-        ])
-        // NodeRuntime.runMain exits with 130 after an interrupt by SIGINT.
-        assert.include([0, 130], code, `exit after SIGINT: ${code}\n${output}`)
-      } finally {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-      }
-    }, 2 * SERVE_TIMEOUT_MS + 10_000)
+  for (const example of examples.filter((e) => e.run)) {
+    it(`${example.file} example ${example.index} runs and prints what it documents`, () => runAndCheck(example), RUN_TIMEOUT_MS + 10_000)
   }
+
+  for (const example of examples.filter(isServerExample)) {
+    const clients = examples.filter((e) => e.needsServer && e.file === example.file)
+    it(`${example.file} example ${example.index} serves until SIGINT (clients: ${clients.map((c) => c.index).join(", ") || "none"})`, () =>
+      serveUntilSigint(process.execPath, ["--conditions=@effect-ws/source", write(example)], {
+        during: (port) => {
+          for (const client of clients) runAndCheck(client, port)
+        }
+      }), 2 * SERVE_TIMEOUT_MS + RUN_TIMEOUT_MS + 10_000)
+  }
+
+  it("every client example has a server example in its README", () => {
+    for (const client of examples.filter((e) => e.needsServer)) {
+      assert.isTrue(examples.some((e) => e.file === client.file && isServerExample(e)), `${client.file} example ${client.index}`)
+    }
+  })
 })

@@ -1,9 +1,11 @@
 /**
  * `DefaultWebSocketSession`: the message-level session (Ktor's `DefaultWebSocketSession`).
  * On top of a `RawWebSocket` it reassembles fragmented messages (validating text as UTF-8 as the
- * bytes arrive), answers Pings, optionally sends Pings of its own, applies extensions to whole
- * messages (and optionally fragments large outgoing ones), runs the close handshake with a
- * timeout, and completes `closeReason` exactly once on every path a session can end by.
+ * bytes arrive), answers every Ping with its own Pong (reading pauses while more than
+ * `maxPendingPongBytes` of them wait to be written), optionally sends Pings of its own, applies
+ * extensions to whole messages (and optionally fragments large outgoing ones), runs the close
+ * handshake with a timeout, and completes `closeReason` exactly once on every path a session
+ * can end by.
  *
  * Footprint: the incoming frames are processed inside the raw reader's fiber and Pings are
  * answered by the raw writer, so a session adds no fiber to the raw session's (which run only
@@ -19,6 +21,25 @@
  * - we sent the first Close (`close`, `closeExceptionally`, `run`, scope close): the reason we sent;
  * - a violation, a too-big message or an incoming overflow: the code we sent (1002/1007/1009/1008);
  * - ping timeout: 1011 "Ping timeout"; close timeout or EOF/reset without a Close: 1006 (never sent).
+ *
+ * Replies before the Close: when the peer's input turns bad (a frame with RSV bits no extension
+ * claims, a reserved opcode, a continuation with nothing to continue, invalid UTF-8, a message
+ * too big, an extension failing on it) after valid messages, those messages are still delivered
+ * and our Close (1002/1007/1009/1011) waits until the handler has taken them:
+ * - `consumeEach`: until `f` completed on each of them (it is back for the next batch);
+ * - `messages`: until the stream pulls again after the chunk holding the last of them (so
+ *   `Stream.runForEach` ran its `f` on each);
+ * - `receive`, and `incoming` taken directly: until the last of them was returned (takes straight
+ *   from the `incoming` queue are checked every 10 ms).
+ * The taker then has one more scheduler turn: a reply it sends without waiting for anything else
+ * is queued, and written, before the Close; one sent after the Close fails with `OutgoingClosed`.
+ * The wait is bounded by `closeTimeout`: after it the Close goes out anyway and the messages not
+ * taken yet are dropped (takers get the failure); the close handshake then has its own
+ * `closeTimeout`. `close` and the scope closing end the wait at once, sending the failure's
+ * Close instead of their own; `terminate` ends it without a Close. Nothing after the bad input is
+ * processed, and the session ends with the failure (`ProtocolViolation` with code 1002, …), its
+ * code in `closeReason`. Not held back: an incoming overflow (1008, the application is the slow
+ * party), and a failure after our own Close (nothing can be answered any more).
  *
  * @module
  */
@@ -65,6 +86,8 @@ export interface DefaultWebSocketSessionOptions {
    * (default `DEFAULT_CLOSE_TIMEOUT`, 10 s). A client also waits this long at most for the
    * server's Close and EOF when its scope closes or `run` ends (RFC 6455 §7.1.1: the server closes
    * the TCP connection first); if they do not come, `closeReason` is 1006 "Close handshake timed out".
+   * It also bounds how long a failure caused by the peer's input waits for the handler to take the
+   * messages that arrived before it (see "Replies before the Close" in the module notes).
    */
   readonly closeTimeout?: Duration.Input
   /** Largest reassembled message in bytes; larger fails 1009 as soon as it is exceeded (default: the raw `maxFrameSize`). */
@@ -80,6 +103,14 @@ export interface DefaultWebSocketSessionOptions {
    * them. An integer ≥ 1 (else `make` dies with a `RangeError`). Default: no fragmentation.
    */
   readonly outgoingFragmentSize?: number
+  /**
+   * Every Ping is answered by its own Pong, in order; this bounds the Pongs waiting to be written
+   * (their bytes on the wire, headers included). Past it the session stops reading from the
+   * transport until the writer has handed enough of them over (see `DEFAULT_MAX_PENDING_PONG_BYTES`
+   * for why it pauses rather than closing). A number ≥ 0 (else `make` dies with a `RangeError`);
+   * `Infinity` never pauses. Default `DEFAULT_MAX_PENDING_PONG_BYTES` (64 KiB).
+   */
+  readonly maxPendingPongBytes?: number
 }
 
 /** The errors sending a message can fail with. */
@@ -103,18 +134,30 @@ export interface WebSocketSession {
    * already received are still delivered, then every taker fails with the one `SessionError` that
    * ended it (`ConnectionClosed` for a completed close handshake). Created when first read (taking
    * over the messages waiting in the session's inbox); `receive` and `messages` need no queue.
+   * After the peer's bad input, our Close waits until this queue is empty (checked every 10 ms;
+   * at most `closeTimeout`; see the module notes).
    */
   readonly incoming: Queue.Dequeue<Message, SessionError>
-  /** The next message; fails with the `SessionError` that ended the session once it has ended. */
+  /**
+   * The next message; fails with the `SessionError` that ended the session once it has ended. After
+   * the peer's bad input, our Close waits until the messages before it were received, plus one
+   * scheduler turn for an immediate reply (at most `closeTimeout`; see the module notes).
+   */
   readonly receive: Effect.Effect<Message, SessionError>
-  /** The messages as a stream; ends after a normal close (`ConnectionClosed`), fails with any other `SessionError`. */
+  /**
+   * The messages as a stream; ends after a normal close (`ConnectionClosed`), fails with any other
+   * `SessionError`. After the peer's bad input, our Close waits until the stream pulled again after
+   * the messages before it, i.e. they were handled (at most `closeTimeout`; see the module notes).
+   */
   readonly messages: Stream.Stream<Message, Exclude<SessionError, ConnectionClosed>>
   /**
    * Runs `f` on every message, in order, each after the previous one's effect completed, until the
    * session ends (Ktor's `incoming.consumeEach`). Succeeds after a normal close
    * (`ConnectionClosed`); fails with the first failure of `f`, or with any other `SessionError`.
    * Does what `Stream.runForEach(messages, f)` does without the stream machinery: the cheapest
-   * way to serve a connection (about 1.1 KB less heap per waiting connection).
+   * way to serve a connection (about 1.1 KB less heap per waiting connection). After the peer's
+   * bad input, our Close waits until `f` completed on every message before it, so the replies `f`
+   * sends go out first (at most `closeTimeout`; see the module notes).
    */
   consumeEach<E, R>(
     f: (message: Message) => Effect.Effect<unknown, E, R>
@@ -171,13 +214,29 @@ const DEFAULT_PING_TIMEOUT = Duration.seconds(15)
 /** The default `closeTimeout`: how long a close handshake may take before the transport is destroyed (10 s). */
 export const DEFAULT_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(10)
 const DEFAULT_MAX_FRAGMENTS = 1 << 20
+
 /**
- * Scheduler turns the application gets to take the messages that arrived before the peer's bad
- * input (and to answer them) before the session fails: like `ws`, whose message handlers run
- * before the parser reaches the bad frame, an immediate reply goes out before the Close, while
- * a slow application cannot hold the Close back.
+ * The default `maxPendingPongBytes`: 64 KiB of Pongs waiting to be written, about 500 Pongs with
+ * 125-byte payloads (an Autobahn burst is 10), and the default high-water mark of Node's
+ * streams and of `TestTransport`: a peer that reads its Pongs never meets it, while a flooded
+ * connection holds at most this much (plus one Pong) beyond what any connection holds in its
+ * socket buffers.
+ *
+ * Past the bound the session **pauses reading** instead of failing with 1008 (Policy Violation):
+ * TCP then pushes back on the sender, exactly as a full incoming queue does. A peer that pings
+ * fast but reads our Pongs is merely fast: it loses nothing and is not disconnected, and it slows
+ * down to the rate at which it takes its Pongs; a peer that pings and never reads stalls its own
+ * connection (its data frames wait behind its Pings), costing us a bounded buffer until the
+ * application, a ping timeout or the close timeout ends it. Closing with 1008 would be cheaper
+ * only for that last case, at the price of disconnecting a legitimate burst on a slow link.
+ * Ktor does the same with its ponger's queue of 5 Pings, which suspends the reader when full.
  */
-const DRAIN_TURNS = 64
+export const DEFAULT_MAX_PENDING_PONG_BYTES = 64 * 1024
+/**
+ * How often a session holding back a failure checks whether the `incoming` queue was emptied
+ * (takes straight from that queue are not seen otherwise; see `Session.failAfterDrain`).
+ */
+const QUEUE_CHECK_INTERVAL = Duration.millis(10)
 
 const NORMAL = CloseReason.CloseReason(1000)
 const GOING_AWAY = CloseReason.CloseReason(1001)
@@ -298,6 +357,8 @@ const CLOSER_STARTED = 1 << 7
 const SCOPE_CLOSING = 1 << 8
 const DISCARDING = 1 << 9
 const SEND_GATE_BUSY = 1 << 10
+const DRAINING = 1 << 11
+const BATCH_OUT = 1 << 12
 
 /**
  * The rarely used state of a session, in one object created when first needed (closing, a
@@ -313,6 +374,8 @@ class Extra {
   roomWaiters: Array<() => void> | undefined = undefined
   /** The real queue, once `incoming` was read. */
   realQueue: Queue.Queue<Message, SessionError> | undefined = undefined
+  /** Resumes the wait of a held-back failure (`Session.failAfterDrain`) when a taker made progress. */
+  drainWaiter: (() => void) | undefined = undefined
 
   // ---- Session ----
   /** `closeReason`, created when first read (completed at once if the session already ended). */
@@ -325,7 +388,7 @@ class Extra {
   sentFirst: CloseReason.CloseReason | undefined = undefined
   /** Senders waiting for the send gate (see `Session.sendMessage`). */
   sendGateWaiters: Array<() => void> | undefined = undefined
-  /** A failure caused by the peer's input, held back until the application took the earlier messages. */
+  /** A failure caused by the peer's input, held back until the application took the earlier messages (`Session.failAfterDrain`). */
   pendingFailure: { readonly error: SessionError; readonly reason: CloseReason.CloseReason } | undefined = undefined
   /** Fibers besides the raw ones (pinger, closer, a queue pump). */
   ownFibers: Array<Fiber.Fiber<unknown, unknown>> | undefined = undefined
@@ -378,6 +441,13 @@ abstract class Inbox {
   private declare hasQueue: boolean
   /** `Extra.end` is set. */
   private declare inboxEnded: boolean
+  /** A failure is held back until the messages before it were taken (`Session.failAfterDrain`). */
+  protected declare draining: boolean
+  /**
+   * `consumeEach` or a `messages` pull took a batch and has not come back for more yet (`f` may
+   * still be running on it, the stream may still be handling the chunk).
+   */
+  protected declare batchOut: boolean
 
   constructor(services: Context.Context<never>) {
     this.services = services
@@ -417,6 +487,7 @@ abstract class Inbox {
     if (taker !== undefined) taker(this.takeEffect(kind))
     if (more !== undefined) for (const t of more) t.resume(this.takeEffect(t.kind))
     this.releaseRoom()
+    this.wakeDrainWaiter() // a held-back failure now watches the queue
     return queue
   }
 
@@ -488,10 +559,19 @@ abstract class Inbox {
   protected takeEffect(kind: TakeKind): Effect.Effect<any, any>
   protected takeEffect(kind: TakeKind): Effect.Effect<any, any> {
     return Effect.suspend(() => {
+      if ((this.flags & (BATCH_OUT | DRAINING)) !== 0) this.takerReturned(kind)
       if (this.hasQueue) {
         const queue = this.extra!.realQueue!
-        if (kind === TAKE_ONE) return Queue.take(queue)
-        const all = Queue.takeAll(queue)
+        if (kind === TAKE_ONE) {
+          return Effect.map(Queue.take(queue), (message) => {
+            if (this.draining) this.wakeDrainWaiter()
+            return message
+          })
+        }
+        const all = Effect.map(Queue.takeAll(queue), (batch) => {
+          this.batchOut = true
+          return batch
+        })
         return Effect.catchTag(all, "ConnectionClosed", () => kind === TAKE_EACH ? Effect.undefined : Cause.done())
       }
       return this.poll(kind) ?? Effect.callback<unknown, unknown>((resume) => {
@@ -525,14 +605,46 @@ abstract class Inbox {
         taken = (this.head === 0 ? items : items.slice(this.head)) as unknown as Arr.NonEmptyArray<Message>
         this.items = undefined
         this.head = 0
+        this.flags |= BATCH_OUT
       }
       this.releaseRoom()
+      // Resumes a held-back failure's wait, which yields before it acts: the taker gets this first.
+      if ((this.flags & DRAINING) !== 0) this.wakeDrainWaiter()
       return Exit.succeed(taken)
     }
     if (!this.inboxEnded) return undefined
     const end = this.extra!.end!
     if (end._tag !== "ConnectionClosed" || kind === TAKE_ONE) return Exit.fail(end)
     return kind === TAKE_EACH ? Exit.void : Exit.fail(Cause.Done())
+  }
+
+  /**
+   * A taker is back (`takeEffect` runs again): `consumeEach` completed `f` on every message of its
+   * last batch, a `messages` consumer handled its last chunk, a `receive` caller its last message.
+   */
+  private takerReturned(kind: TakeKind): void {
+    if (kind !== TAKE_ONE) this.flags &= ~BATCH_OUT
+    if ((this.flags & DRAINING) !== 0) this.wakeDrainWaiter()
+  }
+
+  /** Resumes the wait of a held-back failure (it checks again whether the earlier messages were taken). */
+  protected wakeDrainWaiter(): void {
+    const extra = this.extra
+    const waiter = extra?.drainWaiter
+    if (waiter === undefined) return
+    extra!.drainWaiter = undefined
+    waiter()
+  }
+
+  /** Drops the buffered messages (a held-back failure waited `closeTimeout` for them in vain). */
+  protected get dropBuffered(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.hasQueue) return Effect.ignore(Queue.clear(this.extra!.realQueue!))
+      this.items = undefined
+      this.head = 0
+      this.releaseRoom()
+      return Effect.void
+    })
   }
 
   private removeTaker(resume: Resume): void {
@@ -630,8 +742,8 @@ type DataResult = Message | undefined | FrameTooBig | ProtocolViolation
  * (its inbox is its base class, its booleans are bits of one number, and the rarely used state
  * is in an `Extra` created when first needed): the incoming frames are processed by
  * `onFrames`/`onEnd`, called from the raw reader's fiber (no fiber or queue of its own), Pings are
- * answered through the writer's one-slot mailbox, and the functions of the public API are bound
- * only when first used.
+ * answered through the writer's Pong mailbox (created with the first Ping), and the functions of
+ * the public API are bound only when first used.
  */
 class Session extends Inbox implements WebSocketSession, FrameHandler {
   readonly raw: RawWebSocket
@@ -718,6 +830,10 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     return this.options.maxMessageSize ?? this.raw.maxFrameSize
   }
 
+  private get maxPendingPongBytes(): number {
+    return this.options.maxPendingPongBytes ?? DEFAULT_MAX_PENDING_PONG_BYTES
+  }
+
   private get scopeCloseReason(): CloseReason.CloseReason {
     return this.options.scopeCloseReason ?? (this.role === "server" ? GOING_AWAY : NORMAL)
   }
@@ -800,7 +916,12 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
   }
 
   get terminate(): Effect.Effect<void> {
-    return this.raw.terminate
+    return Effect.suspend(() => {
+      // A failure held back for the handler ends the session now (its Close is queued, but the
+      // transport is destroyed before the writer's next turn, as on the other paths).
+      this.applyPendingFailure()
+      return this.raw.terminate
+    })
   }
 
   get run(): WebSocketSession["run"] {
@@ -824,6 +945,7 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     this.failInbox(error)
     this.writer.closeForSending()
     extra.awaitedPong = undefined
+    if (this.draining) this.wakeDrainWaiter() // ended some other way: a held-back failure stops waiting
   }
 
   /** Queues our Close unless one was already sent; returns whether it was queued. */
@@ -838,9 +960,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
   }
 
   /**
-   * Fails the session because of the peer's input. While the application still has earlier
-   * messages to take, the failure is held back (`failAfterDrain` applies it); otherwise it is
-   * immediate. Either way nothing after the bad input is processed.
+   * Fails the session because of the peer's input. While the application has not yet taken the
+   * messages that arrived before it (see `failAfterDrain`), the failure is held back; otherwise
+   * it is immediate, as it is for an incoming overflow (the application is the slow party) and
+   * once we can send nothing more (our Close is out: there is no reply to wait for).
+   * Either way nothing after the bad input is processed.
    */
   private failSession(error: ProtocolViolation | FrameTooBig | ExtensionError | ChannelOverflow): void {
     const reason = error._tag === "ExtensionError"
@@ -850,26 +974,75 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
       : reasonOf(error.code, error.message)
     this.discarding = true
     this.extra?.assembly?.reset()
-    if (!this.finished && this.extra?.pendingFailure === undefined && this.inboxSize > 0) {
+    if (this.draining) return // the first failure is already waiting
+    if (
+      error._tag !== "ChannelOverflow" && !this.finished && !this.writer.isClosedForSending &&
+      (this.inboxSize > 0 || this.batchOut)
+    ) {
       this.more.pendingFailure = { error, reason }
+      this.draining = true
       return
     }
     this.fail(error, reason)
   }
 
+  /** Applies a held-back failure now (Close, then `finish`), if there is one. */
+  private applyPendingFailure(): void {
+    const pending = this.extra?.pendingFailure
+    if (pending === undefined) return
+    this.extra!.pendingFailure = undefined
+    this.fail(pending.error, pending.reason) // also ends the wait (`failAfterDrain`), if it still runs
+    this.draining = false
+  }
+
   /**
-   * Applies a held-back failure after the application took the earlier messages (or after
-   * `DRAIN_TURNS` turns) and had one more turn to answer them, then starts closing.
+   * Whether the application took the messages that arrived before a held-back failure: none is
+   * buffered any more (inbox or `incoming` queue) and no `consumeEach`/`messages` batch is out
+   * (see `batchOut`). Also true once there is nothing to wait for (no failure held, or the
+   * session ended some other way).
+   */
+  private get takenBeforeFailure(): boolean {
+    return this.finished || this.extra?.pendingFailure === undefined || (this.inboxSize === 0 && !this.batchOut)
+  }
+
+  /**
+   * Waits until `takenBeforeFailure`: woken by the takers (`takeEffect`, `poll`); the `incoming`
+   * queue, whose own takes are not seen, is also checked every `QUEUE_CHECK_INTERVAL`.
+   */
+  private get awaitTaken(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      while (!this.takenBeforeFailure) {
+        const progress = Effect.callback<void>((resume) => {
+          this.more.drainWaiter = () => resume(Effect.void)
+          return Effect.sync(() => {
+            if (this.extra !== undefined) this.extra.drainWaiter = undefined
+          })
+        })
+        if (this.inboxHasQueue) yield* Effect.timeoutOption(progress, QUEUE_CHECK_INTERVAL)
+        else yield* progress
+      }
+    })
+  }
+
+  /**
+   * Applies a held-back failure once the application took the messages that arrived before the
+   * bad input, then starts closing. "Taken" means: `consumeEach` completed `f` on each of them
+   * (it is back for the next batch); a `messages` consumer pulled again after the chunk holding
+   * the last of them (`Stream.runForEach` ran its `f` on each); `receive` (and the `incoming`
+   * queue) returned the last of them. The taker then gets one more scheduler turn (it runs on until
+   * it waits for something), so a reply it sends at once is queued before our Close. The wait is
+   * bounded by `closeTimeout`: after it the Close goes out anyway and the messages not taken yet
+   * are dropped. Runs in the fiber that handed the frames over (the reader's), which reads nothing
+   * meanwhile.
    */
   private get failAfterDrain(): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
-      for (let i = 0; i < DRAIN_TURNS && this.inboxSize > 0 && !this.finished; i++) {
-        yield* Effect.yieldNow
+      if (!this.takenBeforeFailure) {
+        const taken = yield* Effect.timeoutOption(this.awaitTaken, this.closeTimeout)
+        if (taken._tag === "None" && !this.finished) yield* this.dropBuffered
       }
       yield* Effect.yieldNow
-      const pending = this.extra?.pendingFailure
-      if (pending !== undefined) this.extra!.pendingFailure = undefined
-      if (pending !== undefined) this.fail(pending.error, pending.reason)
+      this.applyPendingFailure()
       yield* this.beginClosing
     })
   }
@@ -957,9 +1130,19 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
           }
           break
         }
-        case "Ping":
-          this.writer.pong(frame.payload.slice())
+        case "Ping": {
+          // One Pong per Ping (the writer copies the payload). Past the bound, stop here: the rest
+          // of this chunk and the next chunks wait until the writer handed the Pongs over.
+          const writer = this.writer
+          if (writer.pong(frame.payload) && writer.pendingPongBytes > this.maxPendingPongBytes) {
+            const next = i + 1
+            return Effect.andThen(
+              writer.awaitPongRoom(this.maxPendingPongBytes),
+              Effect.suspend(() => this.continueFrom(frames, next))
+            )
+          }
           break
+        }
         case "Pong":
           this.onPong(frame.payload)
           break
@@ -1316,6 +1499,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     return Effect.suspend(() => {
       const invalid = validateOutgoingReason(reason)
       if (invalid !== undefined) return Effect.fail(invalid)
+      if (this.draining) {
+        // A failure is held back for the handler: closing now sends its Close instead of ours.
+        this.applyPendingFailure()
+        return Effect.andThen(this.beginClosing, this.writer.flush)
+      }
       if (this.finished || this.writer.closeSent || this.writer.isClosedForSending) return Effect.void
       this.sentFirst = reason
       this.sendClose(reason)
@@ -1372,6 +1560,7 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
    */
   onScopeClose(): Effect.Effect<void> {
     this.scopeClosing = true
+    this.applyPendingFailure() // a failure held back for the handler goes out now, not the scope-close reason
     const scopeCloseReason = this.scopeCloseReason
     if (!this.finished && this.sentFirst === undefined && !this.writer.closeSent) {
       this.sentFirst = scopeCloseReason
@@ -1406,7 +1595,13 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
   }
 }
 
-defineFlags(Inbox.prototype, { wakeScheduled: WAKE_SCHEDULED, hasQueue: HAS_QUEUE, inboxEnded: INBOX_ENDED })
+defineFlags(Inbox.prototype, {
+  wakeScheduled: WAKE_SCHEDULED,
+  hasQueue: HAS_QUEUE,
+  inboxEnded: INBOX_ENDED,
+  draining: DRAINING,
+  batchOut: BATCH_OUT
+})
 defineFlags(Session.prototype, {
   handlerEnded: HANDLER_ENDED,
   finished: FINISHED,
@@ -1424,7 +1619,9 @@ defineFlags(Session.prototype, {
  * reason (1001 on servers, 1000 on clients) and completes `closeReason`. A server then lets the
  * scope destroy the transport once its last Close was written; a client first waits (bounded by
  * `closeTimeout`) for the server's Close and EOF, as RFC 6455 §7.1.1 asks. The raw session's
- * `incoming` is consumed by this session.
+ * `incoming` is consumed by this session. Made in the same step as its raw session (before the
+ * raw reader's first turn), it receives every frame, also those of bytes that were already
+ * waiting (a client's right after the 101 head), and answers a violation among them itself.
  */
 export const make = (
   raw: RawWebSocket,
@@ -1435,6 +1632,10 @@ export const make = (
     const fragmentSize = options.outgoingFragmentSize
     if (fragmentSize !== undefined && (!Number.isInteger(fragmentSize) || fragmentSize < 1)) {
       return Effect.die(new RangeError(`Invalid outgoingFragmentSize: ${fragmentSize}`))
+    }
+    const maxPongs = options.maxPendingPongBytes
+    if (maxPongs !== undefined && !(maxPongs >= 0)) {
+      return Effect.die(new RangeError(`Invalid maxPendingPongBytes: ${maxPongs}`))
     }
     if (options.closeTimeout !== undefined) Duration.fromInputUnsafe(options.closeTimeout) // a bad one fails here, not at close
     const scope = Context.get(services, Scope.Scope)

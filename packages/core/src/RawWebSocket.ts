@@ -195,7 +195,8 @@ class Raw implements RawWebSocket {
 /**
  * Starts a raw session over a transport in the current scope: a reader and a writer whose fibers
  * (while they run) are interrupted when the scope closes, after which the transport is destroyed. No Close is sent on
- * scope close (raw sessions do their own close handshake). Fails with `ExtensionConflict` when two
+ * scope close (raw sessions do their own close handshake). Reading starts at the next scheduler
+ * turn, so a default session made on it in the same step gets every frame. Fails with `ExtensionConflict` when two
  * extensions claim the same RSV bit.
  */
 export const make = (
@@ -213,7 +214,8 @@ export const make = (
     // One finalizer for the whole session (not one per part): reader, then writer, then transport.
     return Effect.map(Scope.addFinalizerExit(Context.get(services, Scope.Scope), raw.finalizer), () => {
       writer.startWith(services)
-      raw.reader.startNow()
+      // At the next turn: a session made on `raw` in the same step attaches first (see `startSoon`).
+      raw.reader.startSoon()
       return raw
     })
   })

@@ -21,7 +21,7 @@
  */
 import { defineFlags } from "./internal/flags.ts"
 import { CloseReason, type Frame, FrameParser } from "@effect-ws/codec"
-import { Cause, Context, Deferred, Effect, Exit, Fiber, Queue, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Queue, Scheduler, Scope } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import {
   AbnormalClosure,
@@ -55,6 +55,17 @@ export interface FrameHandler {
    * ended. For a `ProtocolViolation`/`FrameTooBig` from the parser the handler sends the Close.
    */
   onEnd(end: RawIncomingError | Cause.Done): Effect.Effect<void> | undefined
+}
+
+/** One dispatcher per scheduler, shared by every reader (for `startSoon`). */
+const dispatchers = new WeakMap<Scheduler.Scheduler, Scheduler.SchedulerDispatcher>()
+const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispatcher => {
+  let dispatcher = dispatchers.get(scheduler)
+  if (dispatcher === undefined) {
+    dispatcher = scheduler.makeDispatcher()
+    dispatchers.set(scheduler, dispatcher)
+  }
+  return dispatcher
 }
 
 /** Bits of `WebSocketReader.flags`. */
@@ -199,6 +210,18 @@ export class WebSocketReader {
     // Poll here: a fiber only when there is something to handle (`wake` calls this again later).
     const first = transport.poll(this.wake)
     if (first !== undefined) this.runFiber(first)
+  }
+
+  /**
+   * Like `startNow`, at the next scheduler turn (`RawWebSocket.make` starts its reader so): a
+   * handler attached in the same step (a default session made right after its raw session)
+   * receives every frame, also those of bytes that were waiting before (a client's bytes right
+   * after the 101 head, a server's after the upgrade request), so that it, not the bare raw
+   * session, answers a violation among them (after the messages before it, see `FrameHandler`).
+   */
+  startSoon(): void {
+    if (this.running || this.stopped) return
+    dispatcherOf(Context.get(this.services, Scheduler.Scheduler)).scheduleTask(this.wake, 0)
   }
 
   /** The reader fiber while it runs, for diagnostics (`undefined` while the reader waits for input or has stopped). */

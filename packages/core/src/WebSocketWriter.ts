@@ -6,7 +6,8 @@
  * so frames sent in the same turn are written together) when the mailbox gets an item, and ends
  * once the mailbox is empty, so an idle connection holds no writer fiber. `start` ties the writer
  * to a scope: closing it interrupts a running writer fiber and no new one is started.
- * Pongs go through a one-slot mailbox of their own, so a Ping flood is coalesced. After a Close
+ * Pongs wait in a mailbox of their own (one Pong per Ping, in order, each batch's Pongs ahead of
+ * its frames), and `pendingPongBytes`/`awaitPongRoom` let the session bound them. After a Close
  * frame is written the output is half-closed and every later send fails with `OutgoingClosed`.
  *
  * @module
@@ -24,7 +25,7 @@ interface FlushRequest {
   readonly done: Deferred.Deferred<void>
 }
 
-/** Wakes the writer for the Pong waiting in its one-slot mailbox. */
+/** Wakes the writer for the Pongs waiting in their own mailbox (`PendingPongs`). */
 interface PongSignal {
   readonly _tag: "PongSignal"
 }
@@ -54,6 +55,29 @@ const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispat
  */
 const MASKING_SERIALIZER = new Serializer.Serializer({ mask: true })
 const PLAIN_SERIALIZER = new Serializer.Serializer({ mask: false })
+
+/** The wire size of a Pong with `length` payload bytes (a control payload is under 126 bytes: a 2-byte header, plus a 4-byte masking key when masked). */
+const pongWireSize = (length: number, masked: boolean): number => (masked ? 6 : 2) + length
+
+/** The first buffer of a burst of Pongs: room for one Pong of the largest payload (a length byte + 125). */
+const MIN_PONG_BUFFER = 128
+
+/**
+ * The Pongs of a writer, created with the first Ping it answers and dropped once they are all
+ * written (a writer that never answers a Ping has none). Each payload is copied, after a length
+ * byte (a control payload is at most 125 bytes), into one buffer that grows by doubling: a burst
+ * costs one buffer, not a copy and an array slot per Ping, and the memory is what `bytes` counts.
+ */
+class PendingPongs {
+  /** `[length, ...payload]` per Pong not yet taken by a batch, in arrival order; `undefined` when none. */
+  buffer: Uint8Array | undefined = undefined
+  /** Bytes used in `buffer`. */
+  used = 0
+  /** Wire bytes of the Pongs accepted and not yet handed to the transport (waiting, or in the batch being written). */
+  bytes = 0
+  /** The reader waiting in `awaitPongRoom` (one at most: the reader fiber). */
+  waiter: (() => void) | undefined = undefined
+}
 
 /** Bits of `WebSocketWriter.flags`. */
 const SCHEDULED = 1
@@ -106,8 +130,8 @@ export class WebSocketWriter {
   protected flags = 0
   /** The rarely used state (room waiters, `done`, a transport failure), created when first needed. */
   private extra: WriterExtra | undefined = undefined
-  /** The payload of the Pong to send with the next batch (only the latest Ping is answered). */
-  private pongPayload: Uint8Array | undefined = undefined
+  /** The Pongs waiting to be written (see `pong`), created with the first Ping answered and dropped once written. */
+  private pongs: PendingPongs | undefined = undefined
 
   /** A start of the writer fiber is scheduled. */
   private declare scheduled: boolean
@@ -281,17 +305,74 @@ export class WebSocketWriter {
   }
 
   /**
-   * Answers a Ping: its payload goes to a one-slot mailbox the writer empties at its next batch,
-   * ahead of the frames queued. While the transport is busy, a newer Ping replaces an older one,
-   * so a Ping flood costs one Pong per write, never a growing queue. Returns `false` once a Close
-   * was accepted (no Pong may follow it).
+   * Answers a Ping (RFC 6455 §5.5.3): a Pong with a copy of `payload` (at most 125 bytes; the
+   * caller's bytes are not kept) joins the Pongs waiting for the next batch, which go out in
+   * arrival order ahead of that batch's frames, in the same write. Every Ping gets its own Pong:
+   * the RFC allows answering only the latest, but Autobahn, `ws` and users who time round trips
+   * expect one each. The queue is bounded by the caller (`pendingPongBytes`, `awaitPongRoom`):
+   * the default session stops reading past its `maxPendingPongBytes`. Returns `false` (nothing
+   * queued) once a Close was accepted or the writer stopped: no Pong may follow our Close.
+   * Throws a `RangeError` for a payload over 125 bytes (the parser never hands out such a Ping).
    */
   pong(payload: Uint8Array): boolean {
+    const length = payload.length
+    if (length > Frame.MAX_CONTROL_PAYLOAD) throw new RangeError(`Pong payload of ${length} bytes exceeds 125`)
     if (this.closedForSending) return false
-    const idle = this.pongPayload === undefined
-    this.pongPayload = payload
-    if (idle) this.push(PONG_SIGNAL)
+    const pongs = this.pongs ??= new PendingPongs()
+    let buffer = pongs.buffer
+    const used = pongs.used
+    if (buffer === undefined) {
+      buffer = pongs.buffer = new Uint8Array(MIN_PONG_BUFFER)
+      this.push(PONG_SIGNAL) // the first Pong since the last batch took them: wake the writer
+    } else if (used + 1 + length > buffer.length) {
+      const grown = new Uint8Array(Math.max(buffer.length * 2, used + 1 + length))
+      grown.set(buffer.subarray(0, used))
+      buffer = pongs.buffer = grown
+    }
+    buffer[used] = length
+    buffer.set(payload, used + 1)
+    pongs.used = used + 1 + length
+    pongs.bytes += pongWireSize(length, (this.flags & MASK) !== 0)
     return true
+  }
+
+  /**
+   * Wire bytes of the Pongs accepted by `pong` and not yet handed to the transport: those waiting
+   * for a batch and those of the batch being written (a write that waits for the transport to
+   * drain still counts). 0 when there are none.
+   */
+  get pendingPongBytes(): number {
+    return this.pongs?.bytes ?? 0
+  }
+
+  /**
+   * Completes once `pendingPongBytes` is at most `limit` (the writer handed the Pongs over) or
+   * the writer stopped. Interruptible; for one waiter at a time (the reader fiber).
+   */
+  awaitPongRoom(limit: number): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      const check = (): void => {
+        const pongs = this.pongs
+        if (pongs === undefined || pongs.bytes <= limit || this.stoppedFully) resume(Effect.void)
+        else pongs.waiter = check
+      }
+      check()
+      return Effect.sync(() => {
+        const pongs = this.pongs
+        if (pongs !== undefined && pongs.waiter === check) pongs.waiter = undefined
+      })
+    })
+  }
+
+  /** The Pongs of a batch (`bytes` wire bytes) were handed to the transport: wakes a reader waiting for room, drops the state once nothing is pending. */
+  private pongsWritten(bytes: number): void {
+    const pongs = this.pongs
+    if (pongs === undefined) return
+    pongs.bytes -= bytes
+    const waiter = pongs.waiter
+    pongs.waiter = undefined
+    if (pongs.bytes === 0 && pongs.buffer === undefined && waiter === undefined) this.pongs = undefined
+    if (waiter !== undefined) waiter()
   }
 
   private accept(frame: Frame.Frame, counted: boolean): void {
@@ -363,10 +444,23 @@ export class WebSocketWriter {
       const counted = self.countedQueued
       self.countedQueued = 0
       let sawClose = false
-      const pong = self.pongPayload
-      if (pong !== undefined) {
-        self.pongPayload = undefined
-        frames.push(Frame.pong(pong))
+      // The Pongs first, in arrival order (views of their buffer, which the serializer copies).
+      let pongBytes = 0
+      const pongs = self.pongs
+      const pongBuffer = pongs?.buffer
+      if (pongBuffer !== undefined) {
+        const used = pongs!.used
+        pongs!.buffer = undefined
+        pongs!.used = 0
+        const masked = (self.flags & MASK) !== 0
+        for (let p = 0; p < used;) {
+          const length = pongBuffer[p]!
+          const start = p + 1
+          p = start + length
+          frames.push(Frame.make("Pong", true, false, false, false, pongBuffer.subarray(start, p)))
+          pongBytes += pongWireSize(length, masked)
+          if (frames.length >= MAX_BATCH) yield* self.writeFrames(frames, out)
+        }
       }
       let i = 0
       for (; i < items.length; i++) {
@@ -382,6 +476,7 @@ export class WebSocketWriter {
         if (frames.length >= MAX_BATCH) yield* self.writeFrames(frames, out)
       }
       if (frames.length > 0) yield* self.writeFrames(frames, out)
+      if (pongBytes > 0) self.pongsWritten(pongBytes)
       self.pending -= counted
       if (self.failure === undefined && sawClose) {
         self.closeWritten = true
@@ -418,6 +513,12 @@ export class WebSocketWriter {
     this.wakeSenders()
     // Complete any flush still queued.
     for (const item of this.drain()) if (item._tag === "Flush") Deferred.doneUnsafe(item.done, Effect.void)
+    // Pongs not written will never be: release them and a reader waiting for room.
+    const pongs = this.pongs
+    if (pongs !== undefined) {
+      this.pongs = undefined
+      pongs.waiter?.()
+    }
     const finished = this.extra?.finished
     if (finished !== undefined) Deferred.doneUnsafe(finished, Effect.void)
   }

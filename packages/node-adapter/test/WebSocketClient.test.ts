@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Handshake } from "@effect-ws/codec"
-import { DefaultWebSocketSession } from "@effect-ws/core"
-import { Effect, Exit, Scope } from "effect"
+import { type Frame, FrameParser, Handshake } from "@effect-ws/codec"
+import { DefaultWebSocketSession, Errors } from "@effect-ws/core"
+import { Cause, Deferred, Effect, Exit, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Https from "node:https"
 import type * as Net from "node:net"
@@ -124,6 +124,46 @@ describe("WebSocketClient", () => {
       })
       const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${port}/`)
       assert.strictEqual(text(yield* session.receive), "early")
+    }))
+
+  it.live("a message right before a frame with RSV1 is echoed before our Close 1002 (Autobahn 3.x as a client)", () =>
+    Effect.gen(function*() {
+      // A raw peer: the 101, "Hello, world!" and a frame with RSV1 in one write (as Autobahn's
+      // fuzzing server does); then it records the client's frames until its Close, and answers it.
+      const received = yield* Deferred.make<ReadonlyArray<Frame.Frame>>()
+      const { port } = yield* listen((socket) => {
+        let head = ""
+        const parser = new FrameParser.FrameParser({ role: "server" })
+        const frames: Array<Frame.Frame> = []
+        socket.on("error", () => {})
+        socket.on("data", (chunk: Buffer) => {
+          if (!head.includes("\r\n\r\n")) {
+            head += chunk.toString("latin1")
+            if (!head.includes("\r\n\r\n")) return
+            const hello = Buffer.from("Hello, world!")
+            socket.write(Buffer.concat([
+              Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(head)}\r\n\r\n`, "latin1"),
+              Buffer.from([0x81, hello.length]), hello, // "Hello, world!"
+              Buffer.from([0xc1, hello.length]), hello // the same with RSV1, no extension negotiated
+            ]))
+            return
+          }
+          parser.push(chunk, frames)
+          if (frames.some((f) => f._tag === "Close")) {
+            Deferred.doneUnsafe(received, Exit.succeed(frames.map((f) => ({ ...f, payload: f.payload.slice() }))))
+            socket.end(Buffer.from([0x88, 0x02, 0x03, 0xea])) // Close 1002, then EOF
+          }
+        })
+      })
+      const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${port}/`)
+      const exit = yield* Effect.exit(session.consumeEach((message) => session.sendFrame(message)))
+      const frames = yield* Deferred.await(received).pipe(Effect.timeout("2 seconds"))
+      assert.deepStrictEqual(
+        frames.map((f) => [f._tag, f._tag === "Close" ? (f.payload[0]! << 8) | f.payload[1]! : Buffer.from(f.payload).toString()]),
+        [["Text", "Hello, world!"], ["Close", 1002]]
+      )
+      assert.isTrue(Exit.isFailure(exit) && Cause.squash(exit.cause) instanceof Errors.ProtocolViolation)
+      assert.strictEqual((yield* session.awaitClose).code, 1002)
     }))
 
   it.live("fails with typed errors: HTTP status with headers, wrong accept, unoffered protocol", () =>
