@@ -10,9 +10,7 @@
  *   client: every case passes except `ws`'s known deviations, which proves both that the peer
  *   passes a real implementation and that it detects real deviations.
  *
- * Cases listed in `KNOWN_FAILING_UNTIL_ISSUE_21` fail today for library bugs being fixed under
- * issue #21 (and `KNOWN_FAILING_REPORTED`, for one this peer found); they run as `it.fails`, so
- * this file turns red when a fix lands and its entries are not removed.
+ * Every case of our server and our client must pass: there is no list of expected failures.
  */
 import { assert, describe, it } from "@effect/vitest"
 import type { AddressInfo } from "node:net"
@@ -24,25 +22,6 @@ import { ourClient, startOurServers } from "../conformance/ours.ts"
 import { casesFor, type ClientOutcome, type ClientUnderTest, runClientCase, runClientSide, runServerCase, runServerSide } from "../conformance/run.ts"
 import { FULL, SUBSET } from "../conformance/script.ts"
 
-/**
- * Subset cases that fail today, as `side id`: library bugs other branches of issue #21 are
- * fixing. Remove an entry when its fix is merged (the test then passes instead of failing).
- * (One Pong per Ping, 2.10/2.11, and the client's replies before its Close, 3.2/4.1.3/4.2.4/5.15,
- * were fixed on main and are no longer listed.)
- */
-export const KNOWN_FAILING_UNTIL_ISSUE_21: ReadonlyArray<string> = []
-
-/**
- * Subset cases that fail today for a deviation this peer found, reported with issue #21 but not
- * being fixed yet: our client offers `client_max_window_bits` without a value, which tells the
- * server it supports the parameter in the response, any value 8..15 (RFC 7692 §7.1.2.2), yet it
- * fails the connection when the answer is 8 (what Autobahn's client cases 13.3 and 13.5 answer).
- * zlib deflating at windowBits 9 never matches farther back than 250 bytes, so 8 can be honoured.
- * Remove the entries when the client accepts 8.
- */
-export const KNOWN_FAILING_REPORTED: ReadonlyArray<string> = ["client 13.3.2", "client 13.3.5"]
-
-const known = new Set([...KNOWN_FAILING_UNTIL_ISSUE_21, ...KNOWN_FAILING_REPORTED])
 const profile = SUBSET
 const cases = buildCases(profile).filter((c) => c.subset)
 const CASE_TIMEOUT = 30_000
@@ -57,8 +36,7 @@ describe("conformance: our server under the fuzzing client", () => {
   })
   // Our own target has the fragmenting endpoint, so every server case runs.
   for (const c of cases.filter((c) => c.sides.includes("server"))) {
-    const test = known.has(`server ${c.id}`) ? it.fails : it
-    test(`${c.id} ${c.title}`, async () => {
+    it(`${c.id} ${c.title}`, async () => {
       const v = await runServerCase(c, own!.target, profile)
       assert.isTrue(v.ok, v.ok ? "" : v.why)
     }, CASE_TIMEOUT)
@@ -74,8 +52,7 @@ describe("conformance: our client under the fuzzing server", () => {
     await fuzz?.close()
   })
   for (const c of casesFor(cases, "client")) {
-    const test = known.has(`client ${c.id}`) ? it.fails : it
-    test(`${c.id} ${c.title}`, async () => {
+    it(`${c.id} ${c.title}`, async () => {
       const v = await runClientCase(c, fuzz!, ourClient, profile)
       assert.isTrue(v.ok, v.ok ? "" : v.why)
     }, CASE_TIMEOUT)
@@ -93,11 +70,6 @@ it("the full run covers every section of conformance.md on both sides", () => {
     assert.deepStrictEqual([...new Set(mine.filter((c) => c.subset).map((c) => c.section))], sections, `${side} subset`)
   }
   assert.strictEqual(new Set(full.map((c) => `${c.sides.join()} ${c.id}`)).size, full.length, "unique ids")
-})
-
-it("the known-failing lists name subset cases only", () => {
-  const ids = new Set(cases.flatMap((c) => c.sides.map((s) => `${s} ${c.id}`)))
-  assert.deepStrictEqual([...known].filter((k) => !ids.has(k)), [])
 })
 
 /** Where `ws` 8 is less strict than conformance.md, as server and as client (the peer must catch each). */

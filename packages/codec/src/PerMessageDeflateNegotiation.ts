@@ -6,9 +6,11 @@
  * The four parameters: `server_no_context_takeover` and `client_no_context_takeover` (no value),
  * `server_max_window_bits` (8..15, value required) and `client_max_window_bits` (value optional
  * in an offer, required in a response). Window values are decimal integers without leading
- * zeros. zlib cannot compress with an 8-bit window, so whichever side compresses never agrees
- * to 8: the server declines offers that demand `server_max_window_bits=8`, the client never
- * offers `client_max_window_bits` below 9 and rejects a response that imposes 8.
+ * zeros. zlib cannot compress with an 8-bit window, but its output with a 9-bit window never
+ * refers further back than 250 bytes (its largest match distance is the window minus 262 bytes
+ * of lookahead), so it is a valid stream for a peer that keeps only 256 bytes: a side that agreed
+ * to 8 compresses with 9. The server thus accepts `server_max_window_bits=8` (and answers 8), and
+ * the client accepts a response that imposes `client_max_window_bits=8`.
  *
  * @module
  */
@@ -17,7 +19,7 @@ import { WebSocketExtensionHeader, type ExtensionParameter } from "./ExtensionHe
 /** The extension name, as it appears in `Sec-WebSocket-Extensions`. */
 export const PERMESSAGE_DEFLATE = "permessage-deflate"
 
-/** The smallest LZ77 window (in bits) our compressor (zlib) can deflate with. */
+/** The smallest LZ77 window (in bits) our compressor (zlib) deflates with; it compresses with this when 8 was agreed. */
 export const MIN_DEFLATE_WINDOW_BITS = 9
 
 /** The largest (and default) LZ77 window in bits. */
@@ -171,8 +173,8 @@ const param = (name: string, value?: number): ExtensionParameter => ({
 
 /** Accepts one valid offer under `config`, or declines it (`undefined`). */
 const acceptOffer = (offer: DeflateOffer, config: DeflateServerConfig): DeflateServerAgreement | undefined => {
-  // §7.1.2.1: the answer must not exceed the requested value, and zlib cannot deflate with 8 bits.
-  if (offer.serverMaxWindowBits !== undefined && offer.serverMaxWindowBits < MIN_DEFLATE_WINDOW_BITS) return undefined
+  // §7.1.2.1: the answer must not exceed the requested value (8 included: we then deflate with 9,
+  // whose matches reach back at most 250 bytes).
   const serverMaxWindowBits = Math.min(
     clampBits(config.serverMaxWindowBits, MIN_DEFLATE_WINDOW_BITS),
     offer.serverMaxWindowBits ?? MAX_DEFLATE_WINDOW_BITS
@@ -202,8 +204,7 @@ const acceptOffer = (offer: DeflateOffer, config: DeflateServerConfig): DeflateS
 /**
  * Server side of RFC 7692 §7: looks at the `permessage-deflate` elements of the client's header
  * in order (other extensions are skipped) and accepts the first valid one it can honour. An
- * invalid offer (see `parseDeflateOffer`) or one demanding `server_max_window_bits=8` is
- * declined and the next one tried; `undefined` when none is acceptable (no compression, never
+ * invalid offer (see `parseDeflateOffer`) is declined and the next one tried; `undefined` when none is acceptable (no compression, never
  * a failed handshake). The response carries `server_no_context_takeover` when offered or
  * configured, `client_no_context_takeover` when offered or configured (binding the client),
  * `server_max_window_bits` when offered or below 15, and `client_max_window_bits` only when
@@ -250,8 +251,8 @@ export const makeDeflateOffer = (config: DeflateClientConfig): WebSocketExtensio
  * `DeflateNegotiationError` (the client must then fail the connection) on another extension
  * name, an unknown or duplicate parameter, a malformed value (including `client_max_window_bits`
  * without a value), a missing `server_no_context_takeover` or `server_max_window_bits` that we
- * asked for, a `server_max_window_bits` or `client_max_window_bits` larger than offered, or a
- * `client_max_window_bits=8` (zlib cannot compress with an 8-bit window).
+ * asked for, or a `server_max_window_bits` or `client_max_window_bits` larger than offered. A
+ * `client_max_window_bits=8` is accepted: we then compress with 9 bits (see the module comment).
  */
 export const acceptDeflateResponse = (
   response: WebSocketExtensionHeader,
@@ -280,11 +281,6 @@ export const acceptDeflateResponse = (
     const imposed = parsed.clientMaxWindowBits
     if (imposed > ourBits) {
       return failure(`the server answered ${CLIENT_MAX_WINDOW_BITS}=${imposed}, larger than the ${ourBits} we offered`)
-    }
-    if (imposed < MIN_DEFLATE_WINDOW_BITS) {
-      return failure(
-        `the server answered ${CLIENT_MAX_WINDOW_BITS}=${imposed}, but we cannot compress with a window below ${MIN_DEFLATE_WINDOW_BITS} bits (zlib)`
-      )
     }
     clientMaxWindowBits = imposed
   }

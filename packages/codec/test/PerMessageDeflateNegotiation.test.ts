@@ -149,10 +149,14 @@ describe("negotiateDeflateServer", () => {
     }
   })
 
-  it("server_max_window_bits=8 is declined: zlib cannot deflate with 8 bits and the answer must not be larger", () => {
+  it("server_max_window_bits=8 is accepted and answered 8 (the answer must not be larger; we deflate with 9)", () => {
     assert.strictEqual(MIN_DEFLATE_WINDOW_BITS, 9)
-    assert.strictEqual(negotiate("permessage-deflate; server_max_window_bits=8"), undefined)
-    assert.strictEqual(negotiate("permessage-deflate; server_max_window_bits=8", { serverMaxWindowBits: 8 }), undefined)
+    for (const config of [{}, { serverMaxWindowBits: 8 }, { serverMaxWindowBits: 12 }]) {
+      assert.deepStrictEqual(negotiate("permessage-deflate; server_max_window_bits=8", config), {
+        params: params({ serverMaxWindowBits: 8 }),
+        response: "permessage-deflate; server_max_window_bits=8"
+      })
+    }
   })
 
   it("the server's own window limit is announced and never exceeds the offer", () => {
@@ -223,7 +227,7 @@ describe("negotiateDeflateServer", () => {
 
   it("takes the first acceptable offer in preference order", () => {
     assert.deepStrictEqual(
-      negotiate("permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=10"),
+      negotiate("permessage-deflate; server_max_window_bits=16, permessage-deflate; server_max_window_bits=10"),
       { params: params({ serverMaxWindowBits: 10 }), response: "permessage-deflate; server_max_window_bits=10" }
     )
     assert.deepStrictEqual(
@@ -246,7 +250,7 @@ describe("negotiateDeflateServer", () => {
   it("declines (undefined) when every offer is invalid or unsupported", () => {
     assert.strictEqual(
       negotiate(
-        "permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits, permessage-deflate; x=1, permessage-deflate; client_no_context_takeover=1, permessage-deflate; client_max_window_bits=16"
+        "permessage-deflate; server_max_window_bits=7, permessage-deflate; server_max_window_bits, permessage-deflate; x=1, permessage-deflate; client_no_context_takeover=1, permessage-deflate; client_max_window_bits=16"
       ),
       undefined
     )
@@ -357,9 +361,12 @@ describe("acceptDeflateResponse", () => {
     rejects("permessage-deflate; server_max_window_bits=11", { serverMaxWindowBits: 10 }, /larger than the 10/))
   it("rejects a client_max_window_bits larger than we offered", () =>
     rejects("permessage-deflate; client_max_window_bits=13", { clientMaxWindowBits: 12 }, /larger than the 12/))
-  it("rejects client_max_window_bits=8: we cannot deflate with an 8-bit window", () => {
-    rejects("permessage-deflate; client_max_window_bits=8", {}, /cannot compress with a window below 9/)
-    rejects("permessage-deflate; client_max_window_bits=8", { clientMaxWindowBits: 8 }, /below 9/)
+  it("accepts client_max_window_bits=8 when we offered it without a value (we then deflate with 9)", () => {
+    for (const config of [{}, { clientMaxWindowBits: 8 }, { clientMaxWindowBits: 12 }]) {
+      const agreed = accept("permessage-deflate; client_max_window_bits=8", config)
+      if (isDeflateNegotiationError(agreed)) return assert.fail(agreed.message)
+      assert.strictEqual(agreed.clientMaxWindowBits, 8)
+    }
   })
 })
 
@@ -376,11 +383,11 @@ describe("client and server agree", () => {
       fc.property(config, config, (clientConfig, serverConfig) => {
         const offerText = formatWebSocketExtensions([makeDeflateOffer(clientConfig as DeflateClientConfig)])
         const agreement = negotiateDeflateServer(headers(offerText), serverConfig as DeflateServerConfig)
-        if (clientConfig.serverMaxWindowBits === 8) return assert.strictEqual(agreement, undefined)
         if (agreement === undefined) return assert.fail(`declined ${offerText}`)
         const client = acceptDeflateResponse(one(formatWebSocketExtensions([agreement.response])), clientConfig as DeflateClientConfig)
         assert.deepStrictEqual(client, agreement.params)
-        assert.isAtLeast(agreement.params.serverMaxWindowBits, MIN_DEFLATE_WINDOW_BITS)
+        // 8 only when the client asked for it (the server then deflates with 9).
+        assert.isAtLeast(agreement.params.serverMaxWindowBits, clientConfig.serverMaxWindowBits === 8 ? 8 : MIN_DEFLATE_WINDOW_BITS)
         assert.isAtLeast(agreement.params.clientMaxWindowBits, MIN_DEFLATE_WINDOW_BITS)
       }),
       { numRuns: 1000 }
