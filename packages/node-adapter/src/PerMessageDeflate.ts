@@ -44,7 +44,7 @@
 import { Frame, PerMessageDeflateNegotiation as Negotiation } from "@effect-ws/codec"
 import type { ExtensionHeader } from "@effect-ws/codec"
 import { Errors, Extension } from "@effect-ws/core"
-import { Effect, Semaphore } from "effect"
+import { Effect } from "effect"
 import * as Zlib from "node:zlib"
 
 /** The extension's key and name (`permessage-deflate`). */
@@ -195,6 +195,9 @@ type ZlibOutcome =
   | { readonly _tag: "Done"; readonly output: Buffer }
   | { readonly _tag: "TooBig"; readonly limit: number }
   | { readonly _tag: "Failed"; readonly error: Error }
+  | { readonly _tag: "Lost" }
+
+const LOST: ZlibOutcome = { _tag: "Lost" }
 
 /** One message going through a context: its input pieces, where it is, what it produced. */
 class Operation {
@@ -203,6 +206,12 @@ class Operation {
   index = 0
   offset = 0
   ended = false
+  /**
+   * Where the message stands on its context: `new` (its input not given to zlib, or taken back
+   * by a restart), `fed` (its first step ran during the hook call and the rest waits for the
+   * effect the hook returned), `running` (that effect runs and holds the context), `done`.
+   */
+  state: "new" | "fed" | "running" | "done" = "new"
   readonly input: ReadonlyArray<Uint8Array>
   readonly limit: number
   /** Bytes at the end of the input that may stay unconsumed when the stream ends (the restored tail). */
@@ -232,6 +241,16 @@ class Operation {
   output(): Buffer {
     return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total)
   }
+
+  /** Forgets the progress (the context it was fed to was dropped): the message starts over. */
+  restart(): void {
+    this.chunks.length = 0
+    this.total = 0
+    this.index = 0
+    this.offset = 0
+    this.ended = false
+    this.state = "new"
+  }
 }
 
 /** Contexts kept per configuration for directions without context takeover. */
@@ -250,18 +269,28 @@ export const pooledZlibContexts = (): number => pooledContexts
  * use, kept between messages. Without, nothing carries over between messages, so the connection
  * borrows a context from a process-wide pool for each message and gives it back reset: such a
  * direction holds no zlib memory between messages, however many connections there are.
- * A context is dropped after a failure or an interruption mid-message (a fresh deflate context
- * is always decodable by the peer; a dropped inflate context means the session is failing
- * anyway). Operations on one context never interleave: a message that needs several steps holds
- * the context's mutex, and operations arriving meanwhile wait for it.
+ *
+ * A message larger than one step is fed during the hook call (its first step) and finished by
+ * the effect the hook returns. That effect may never run (its fiber is interrupted first) or be
+ * interrupted between steps: zlib then holds part of a message that will never be finished.
+ * Such a context is never used again nor pooled: it is dropped (closed) when the effect is
+ * interrupted, or, when the effect never ran, by the next message before it feeds anything (a
+ * message `fed` but not `running` when another one needs the context has lost its
+ * continuation, or will find its progress gone and start over when it does run). A fresh
+ * deflate context is always decodable by the peer (whose history only grows); an inflater with
+ * context takeover that lost part of the peer's stream cannot decode what follows, so it fails
+ * every later message with `Lost` (an `ExtensionError`). Messages on one context never
+ * interleave: while one runs, the others wait for it, in order.
  */
 class ZlibContext {
   private stream: ZlibStream | undefined = undefined
-  private readonly mutex = Semaphore.makeUnsafe(1)
-  /** Operations started (running or waiting) that did not finish within their first step. */
-  private pending = 0
+  /** The message zlib holds part of (`fed` or `running`), if any. */
+  private current: Operation | undefined = undefined
+  /** Messages waiting for the running one to finish, in order (woken all at once; the first goes). */
+  private waiters: Array<() => void> | undefined = undefined
   private released = false
-  private broken = false
+  /** An inflater with context takeover lost part of the peer's stream: later messages are `Lost`. */
+  private lost = false
   private readonly kind: "deflate" | "inflate"
   private readonly options: Zlib.ZlibOptions
   /** No context takeover: borrow a pooled context per message. */
@@ -279,7 +308,7 @@ class ZlibContext {
     return this.stream !== undefined
   }
 
-  /** Frees the context; an operation between steps fails at its next step. */
+  /** Frees the context; a message between steps fails at its next step. */
   release(): void {
     this.released = true
     this.drop()
@@ -291,6 +320,16 @@ class ZlibContext {
     this.stream = undefined
     liveContexts--
     stream.close()
+  }
+
+  /**
+   * The context lost the message it held part of: dropped, and an inflater that keeps the
+   * peer's context can no longer decode the peer's stream.
+   */
+  private abandon(op: Operation): void {
+    if (this.current === op) this.current = undefined
+    this.drop()
+    if (this.kind === "inflate" && !this.shared) this.lost = true
   }
 
   private open(): ZlibStream {
@@ -336,51 +375,91 @@ class ZlibContext {
    * otherwise an effect that waits for the context and finishes the message in steps. Call it
    * once per message, in order. The outcome: the message's output, or `TooBig` once it exceeds
    * `limit`, or `Failed` on a zlib error or a stream that ends before the input minus `trailer`
-   * bytes did (the context is dropped in both cases).
+   * bytes did (the context is dropped in both cases), or `Lost` (see the class).
    */
   start(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number): ZlibOutcome | Effect.Effect<ZlibOutcome> {
     const op = new Operation(input, limit, trailer)
-    if (this.pending === 0) {
+    if (this.current === undefined && this.waiters === undefined) {
       // The common case: nothing else in progress and the message fits in one step.
-      return this.step(op) ?? this.exclusive(this.resume(op))
+      const outcome = this.step(op)
+      if (outcome !== undefined) return outcome
+      op.state = "fed"
+      this.current = op
     }
-    return this.exclusive(Effect.suspend(() => {
-      const outcome = this.step(op)
-      return outcome === undefined ? this.resume(op) : Effect.succeed(outcome)
-    }))
+    return Effect.uninterruptibleMask((restore) => this.turn(op, restore))
   }
 
-  /** Runs `effect` holding the context (later operations wait for it). */
-  private exclusive(effect: Effect.Effect<ZlibOutcome>): Effect.Effect<ZlibOutcome> {
-    this.pending++
-    return Effect.ensuring(
-      Semaphore.withPermit(this.mutex, effect),
+  /**
+   * Runs `op` once the context is its to use: now when zlib holds part of it or of nothing, or
+   * of a message whose continuation is not running (which loses it); later when another
+   * message is running. Interruptible only while waiting and between steps.
+   */
+  private turn(
+    op: Operation,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<ZlibOutcome> {
+    const current = this.current
+    if (current !== undefined && current !== op) {
+      if (current.state === "running") return Effect.flatMap(restore(this.waitTurn()), () => this.turn(op, restore))
+      // Fed during its hook call, but its continuation is not running: it may never run (its
+      // fiber was interrupted first). The context is dropped; if it does run, it starts over.
+      this.abandon(current)
+      current.restart()
+    }
+    const fed = op.state === "fed"
+    op.state = "running"
+    this.current = op
+    return Effect.onExit(restore(this.steps(op, fed)), () =>
       Effect.sync(() => {
-        this.pending--
-      })
-    )
-  }
-
-  /** The remaining steps of an operation, yielding between them. */
-  private resume(op: Operation): Effect.Effect<ZlibOutcome> {
-    const loop: Effect.Effect<ZlibOutcome> = Effect.flatMap(Effect.yieldNow, () => {
-      const outcome = this.step(op)
-      return outcome === undefined ? loop : Effect.succeed(outcome)
-    })
-    return Effect.onInterrupt(loop, () =>
-      Effect.sync(() => {
-        // Interrupted mid-message: the context's state is unknown, start afresh next time.
-        this.broken = true
+        // Interrupted (or a defect) between steps: zlib holds part of a message nobody will finish.
+        if (op.state !== "done") this.abandon(op)
+        this.wakeAll()
       }))
+  }
+
+  /** Waits until the running message finishes (or gives up: then nothing is owed to anyone). */
+  private waitTurn(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      const waiter = () => resume(Effect.void)
+      ;(this.waiters ??= []).push(waiter)
+      return Effect.sync(() => {
+        const waiters = this.waiters
+        const i = waiters === undefined ? -1 : waiters.indexOf(waiter)
+        if (i !== -1) waiters!.splice(i, 1)
+        if (waiters?.length === 0) this.waiters = undefined
+      })
+    })
+  }
+
+  private wakeAll(): void {
+    const waiters = this.waiters
+    if (waiters === undefined) return
+    this.waiters = undefined
+    for (const waiter of waiters) waiter()
+  }
+
+  /** The steps of a message, yielding between them (first, when its first step ran during the hook call). */
+  private steps(op: Operation, yieldFirst: boolean): Effect.Effect<ZlibOutcome> {
+    const loop: Effect.Effect<ZlibOutcome> = Effect.suspend(() => {
+      const outcome = this.step(op)
+      return outcome === undefined ? Effect.andThen(Effect.yieldNow, loop) : Effect.succeed(outcome)
+    })
+    return yieldFirst ? Effect.andThen(Effect.yieldNow, loop) : loop
   }
 
   /** One synchronous step: the outcome, or `undefined` when the step budget ran out first. */
   private step(op: Operation): ZlibOutcome | undefined {
-    if (this.released) return { _tag: "Failed", error: new Error("the zlib context was released") }
-    if (this.broken) {
-      this.broken = false
-      this.drop()
+    const outcome = this.stepOnce(op)
+    if (outcome !== undefined) {
+      op.state = "done"
+      if (this.current === op) this.current = undefined
     }
+    return outcome
+  }
+
+  private stepOnce(op: Operation): ZlibOutcome | undefined {
+    if (this.released) return { _tag: "Failed", error: new Error("the zlib context was released") }
+    if (this.lost) return LOST
     const stream = this.open()
     const { _handle: handle, _writeState: state } = internalsOf(stream)
     if (handle == null || state === undefined) return this.fail(op, new Error("the zlib handle is closed"))
@@ -612,7 +691,7 @@ const compressed = (message: Extension.Message, outcome: ZlibOutcome): Effect.Ef
 const inflated = (
   message: Extension.Message,
   outcome: ZlibOutcome
-): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig> => {
+): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig | Errors.ExtensionError> => {
   switch (outcome._tag) {
     case "Done":
       return Effect.succeed(makeMessage(message, false, outcome.output))
@@ -628,6 +707,8 @@ const inflated = (
           message: `Invalid permessage-deflate data: ${outcome.error.message}`.slice(0, 120)
         })
       )
+    case "Lost":
+      return Effect.fail(extensionError("A message was abandoned mid-inflation: the peer's compressed stream cannot be decoded"))
   }
 }
 
