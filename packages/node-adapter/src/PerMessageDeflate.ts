@@ -13,21 +13,28 @@
  *   output, yielding to the event loop between steps (so a large message or a decompression bomb
  *   never blocks it for long). node:zlib has no public synchronous API for a context that
  *   persists across messages, so this drives the native handle behind a zlib stream
- *   (`_handle.writeSync`, the call node:zlib's own `*Sync` functions make); `isSupported()` checks
- *   it once, and where it is missing (another runtime) permessage-deflate is never offered nor
- *   accepted, so connections still work, uncompressed. Measured on this machine (Node 24,
- *   level 6, 16 KiB JSON-ish text): a deflate with context takeover ~36 µs and an inflate
- *   ~10 µs synchronously, against ~67 µs and ~60 µs of CPU for the same work through a zlib
- *   stream on libuv's threadpool (one round trip per message). Doing the work inline also means
- *   there is no queue of zlib jobs to bound: a connection compresses or inflates while its own
- *   fiber runs, and TCP backpressure bounds what waits.
+ *   (`_handle.writeSync`, the call node:zlib's own `*Sync` functions make). That handle is
+ *   private (present on Node 22, Node 24 and Bun 1.4), so it is used only after a self-test (a
+ *   round trip through it, once per process, at first use); where it fails (a later Node, Deno)
+ *   node:zlib's public API does the same work with the same bytes on the wire, slower (see
+ *   `zlibEngine`; `EFFECT_WS_ZLIB_PUBLIC_API=1` forces it, for tests). Doing the work inline
+ *   also means there is no queue of zlib jobs to bound: a connection compresses or inflates
+ *   while its own fiber runs, and TCP backpressure bounds what waits. Measured on a 2-core
+ *   machine (Node 24, level 6, 16 KiB JSON-ish text, one message after another): a deflate
+ *   ~60 µs and an inflate ~35–55 µs on the handle, against ~120 µs and ~90–180 µs on the public
+ *   API (a one-shot `*Sync` call without context takeover, a threadpool round trip with it).
+ * - A message cut short (its hook's effect interrupted, or never run) leaves no trace: the
+ *   context it was fed to is dropped before anything else uses it, never pooled; an inflater
+ *   with context takeover that lost part of the peer's stream fails later messages with
+ *   `ExtensionError` (see `ZlibContext`).
  * - Contexts are lazy: a connection allocates a deflate context only when it first compresses
  *   and an inflate context only when it first receives a compressed message. `release` (run by
  *   the adapter when the session's scope closes) frees both; `liveZlibContexts` counts them.
  *   Output goes through one process-wide scratch buffer (copied out at the message's size), so a
  *   context holds no output buffer of its own.
  * - Inflation stops as soon as the output exceeds `maxMessageSize` (one scratch buffer past it at
- *   most is ever held) and fails with `FrameTooBig` (1009): a decompression bomb never allocates
+ *   most is ever held; on the public API one output chunk, a one-shot call inflating at most a
+ *   step's worth before a stream takes over) and fails with `FrameTooBig` (1009): a decompression bomb never allocates
  *   its inflated size (hostile-inputs H7). A message whose deflate stream ends (a block with
  *   BFINAL set) before its last byte is invalid (1002); one that ends exactly at its end resets
  *   the inflater, since the peer's next message starts a new stream.
@@ -106,7 +113,7 @@ export interface PerMessageDeflateExtension extends Extension.WebSocketExtension
   readonly incomingUnchanged: (message: Extension.Message) => boolean
 }
 
-// ---- node:zlib's native handle (not public API: checked once by `isSupported`) ----
+// ---- node:zlib's native handle (not public API: used only after `zlibEngine`'s self-test) ----
 
 /** The native zlib handle behind a node:zlib stream. */
 interface ZlibHandle {
@@ -139,41 +146,99 @@ const MIN_CHUNK = 64
 const NO_FLUSH = Zlib.constants.Z_NO_FLUSH
 const SYNC_FLUSH = Zlib.constants.Z_SYNC_FLUSH
 
-let supported: boolean | undefined = undefined
+/**
+ * The environment variable that, set to `1`, makes permessage-deflate use node:zlib's public
+ * API even where the native handle works (for tests and diagnostics). Read once, at first use.
+ */
+const PUBLIC_API_VARIABLE = "EFFECT_WS_ZLIB_PUBLIC_API"
+
+let engine: "handle" | "public" | undefined = undefined
 
 /**
- * Whether this runtime's node:zlib exposes the synchronous handle this module drives (checked
- * once with a small round trip). When it does not, `PerMessageDeflate` neither offers nor
- * accepts the extension and connections run uncompressed. Never throws.
+ * How permessage-deflate drives zlib in this process, decided once, at first use:
+ * - `"handle"`: synchronously, on the native handle behind a node:zlib stream (the call
+ *   node:zlib's own `*Sync` functions make). It is not public API, so it is used only after a
+ *   self-test passed: a round trip through it, checked against the public API.
+ * - `"public"`: node:zlib's public API, with the same bytes on the wire: a one-shot
+ *   `deflateRawSync`/`inflateRawSync` (`finishFlush: Z_SYNC_FLUSH`) for a message of at most half
+ *   a step without context takeover, otherwise a stream written the message and flushed with
+ *   `Z_SYNC_FLUSH` (on libuv's threadpool; kept across messages with context takeover). Used
+ *   where the self-test fails (a runtime whose node:zlib lacks or changed the handle; a warning
+ *   says so) or where the environment variable `EFFECT_WS_ZLIB_PUBLIC_API` is `1`.
+ *
+ * Never throws.
  */
-export const isSupported = (): boolean => {
-  if (supported !== undefined) return supported
+export const zlibEngine = (): "handle" | "public" => engine ??= selectEngine()
+
+const selectEngine = (): "handle" | "public" => {
+  let forced = false
   try {
-    const deflate = Zlib.createDeflateRaw({ chunkSize: MIN_CHUNK })
-    const inflate = Zlib.createInflateRaw({ chunkSize: MIN_CHUNK })
-    const text = Buffer.from("permessage-deflate permessage-deflate")
-    const packed = runOnce(deflate, text)
-    const unpacked = packed === undefined ? undefined : runOnce(inflate, packed)
-    deflate.close()
-    inflate.close()
-    supported = unpacked !== undefined && unpacked.equals(text)
+    forced = globalThis.process?.env?.[PUBLIC_API_VARIABLE] === "1"
   } catch {
-    supported = false
+    // a runtime that guards its environment (Deno without --allow-env): not forced
   }
-  if (!supported) {
-    process.emitWarning("node:zlib lacks the synchronous handle API: permessage-deflate is disabled", "EffectWsWarning")
+  if (forced) return "public"
+  if (handleWorks()) return "handle"
+  try {
+    process.emitWarning(
+      "node:zlib's native handle failed its self-test: permessage-deflate uses node:zlib's public API (slower)",
+      "EffectWsWarning"
+    )
+  } catch {
+    // no warning channel: nothing else to do
   }
-  return supported
+  return "public"
 }
 
-/** One sync-flushed call on a fresh stream with a generous buffer (for `isSupported`). */
+/**
+ * The self-test of the native handle: a sync-flushed deflate through it that the public API
+ * inflates back, an inflate through it of what the public API deflated, and a reset after which
+ * the same input deflates to the same bytes. Never throws.
+ */
+const handleWorks = (): boolean => {
+  let deflate: ZlibStream | undefined = undefined
+  let inflate: ZlibStream | undefined = undefined
+  try {
+    deflate = Zlib.createDeflateRaw({ chunkSize: MIN_CHUNK })
+    inflate = Zlib.createInflateRaw({ chunkSize: MIN_CHUNK })
+    const text = Buffer.from("permessage-deflate self-test; ".repeat(40))
+    const packed = runOnce(deflate, text)
+    if (packed === undefined || packed.length >= text.length || !packed.subarray(-4).equals(TAIL)) return false
+    if (!Zlib.inflateRawSync(packed, { finishFlush: SYNC_FLUSH }).equals(text)) return false
+    const unpacked = runOnce(inflate, Zlib.deflateRawSync(text, { finishFlush: SYNC_FLUSH }))
+    if (unpacked === undefined || !unpacked.equals(text)) return false
+    internalsOf(deflate)._handle!.reset()
+    const again = runOnce(deflate, text)
+    return again !== undefined && again.equals(packed)
+  } catch {
+    return false
+  } finally {
+    try {
+      deflate?.close()
+      inflate?.close()
+    } catch {
+      // closing a broken stream: nothing to free
+    }
+  }
+}
+
+/** One sync-flushed call with a generous buffer (for the self-test): the output, if all input was taken. */
 const runOnce = (stream: ZlibStream, input: Buffer): Buffer | undefined => {
   const { _handle: handle, _writeState: state } = internalsOf(stream)
-  if (typeof handle?.writeSync !== "function" || !(state instanceof Uint32Array) || state.length < 2) return undefined
-  const output = Buffer.alloc(1024)
+  if (typeof handle?.writeSync !== "function" || typeof handle.reset !== "function") return undefined
+  if (!(state instanceof Uint32Array) || state.length < 2) return undefined
+  const output = Buffer.alloc(4096)
   handle.writeSync(SYNC_FLUSH, input, 0, input.length, output, 0, output.length)
-  return stream.destroyed ? undefined : output.subarray(0, output.length - state[0]!)
+  if (stream.destroyed || state[1] !== 0 || state[0]! === 0 || state[0]! > output.length) return undefined
+  return output.subarray(0, output.length - state[0]!)
 }
+
+/**
+ * Whether permessage-deflate can be offered and accepted on this runtime: always, since it
+ * falls back to node:zlib's public API where the faster native handle is unavailable (see
+ * `zlibEngine`). Never throws.
+ */
+export const isSupported = (): boolean => true
 
 // ---- Process-wide accounting and output scratch ----
 
@@ -212,6 +277,8 @@ class Operation {
    * effect the hook returned), `running` (that effect runs and holds the context), `done`.
    */
   state: "new" | "fed" | "running" | "done" = "new"
+  /** The message's place among those started on its context (1, 2, ...). */
+  seq = 0
   readonly input: ReadonlyArray<Uint8Array>
   readonly limit: number
   /** Bytes at the end of the input that may stay unconsumed when the stream ends (the restored tail). */
@@ -278,9 +345,16 @@ export const pooledZlibContexts = (): number => pooledContexts
  * message `fed` but not `running` when another one needs the context has lost its
  * continuation, or will find its progress gone and start over when it does run). A fresh
  * deflate context is always decodable by the peer (whose history only grows); an inflater with
- * context takeover that lost part of the peer's stream cannot decode what follows, so it fails
- * every later message with `Lost` (an `ExtensionError`). Messages on one context never
+ * context takeover that lost part of the peer's stream (a message abandoned midway, or skipped:
+ * one that starts before an earlier one ran) cannot decode what follows, or worse, could
+ * silently copy from the wrong history, so it fails every later message with `Lost` (an
+ * `ExtensionError`). Messages on one context never
  * interleave: while one runs, the others wait for it, in order.
+ *
+ * On node:zlib's public API (`zlibEngine() === "public"`) nothing is pooled: a direction without
+ * context takeover deflates or inflates a small message in one `*Sync` call (its own short-lived
+ * context) and a larger one through a stream of its own; one with context takeover keeps a
+ * stream. Either way the message's input goes to zlib only while its effect runs.
  */
 class ZlibContext {
   private stream: ZlibStream | undefined = undefined
@@ -291,15 +365,24 @@ class ZlibContext {
   private released = false
   /** An inflater with context takeover lost part of the peer's stream: later messages are `Lost`. */
   private lost = false
+  /** Messages started on this context, and the place of the one expected to run next. */
+  private started = 0
+  private expected = 1
   private readonly kind: "deflate" | "inflate"
   private readonly options: Zlib.ZlibOptions
   /** No context takeover: borrow a pooled context per message. */
   private readonly shared: boolean
   private readonly poolKey: string
+  /** The synchronous fast path on the native handle (`zlibEngine() === "handle"`), or node:zlib's public API. */
+  private readonly handle: boolean
+  /** Public API: where the running message's output goes, and its failure (the stream's events). */
+  private sink: ((chunk: Buffer) => void) | undefined = undefined
+  private failure: ((error: Error) => void) | undefined = undefined
 
   constructor(kind: "deflate" | "inflate", options: Zlib.ZlibOptions, resetAfterMessage: boolean) {
     this.kind = kind
-    this.options = { ...options, chunkSize: MIN_CHUNK }
+    this.handle = zlibEngine() === "handle"
+    this.options = this.handle ? { ...options, chunkSize: MIN_CHUNK } : options
     this.shared = resetAfterMessage
     this.poolKey = `${kind}:${options.windowBits}:${options.level}:${options.memLevel}`
   }
@@ -334,15 +417,25 @@ class ZlibContext {
 
   private open(): ZlibStream {
     if (this.stream !== undefined) return this.stream
-    const pooled = this.shared ? pool.get(this.poolKey)?.pop() : undefined
+    const pooled = this.shared && this.handle ? pool.get(this.poolKey)?.pop() : undefined
     let stream: ZlibStream
     if (pooled !== undefined) {
       pooledContexts--
       stream = pooled
-    } else {
+    } else if (this.handle) {
       stream = this.kind === "deflate" ? Zlib.createDeflateRaw(this.options) : Zlib.createInflateRaw(this.options)
       // A zlib error destroys the stream, which then emits it: the step reports it instead.
       stream.on("error", () => {})
+    } else {
+      const created = this.kind === "deflate" ? Zlib.createDeflateRaw(this.options) : Zlib.createInflateRaw(this.options)
+      // Output and errors go to the running message, and only while the stream is this context's.
+      created.on("data", (chunk: Buffer) => {
+        if (this.stream === created) this.sink?.(chunk)
+      })
+      created.on("error", (error: Error) => {
+        if (this.stream === created) this.failure?.(error)
+      })
+      stream = created
     }
     this.stream = stream
     liveContexts++
@@ -379,12 +472,19 @@ class ZlibContext {
    */
   start(input: ReadonlyArray<Uint8Array>, limit: number, trailer: number): ZlibOutcome | Effect.Effect<ZlibOutcome> {
     const op = new Operation(input, limit, trailer)
+    op.seq = ++this.started
     if (this.current === undefined && this.waiters === undefined) {
       // The common case: nothing else in progress and the message fits in one step.
-      const outcome = this.step(op)
-      if (outcome !== undefined) return outcome
-      op.state = "fed"
-      this.current = op
+      if (this.handle) {
+        this.checkOrder(op)
+        const outcome = this.step(op)
+        if (outcome !== undefined) return outcome
+        op.state = "fed"
+        this.current = op
+      } else if (this.shared) {
+        const outcome = this.oneShot(op)
+        if (outcome !== undefined) return outcome
+      }
     }
     return Effect.uninterruptibleMask((restore) => this.turn(op, restore))
   }
@@ -407,6 +507,7 @@ class ZlibContext {
       current.restart()
     }
     const fed = op.state === "fed"
+    if (!fed) this.checkOrder(op)
     op.state = "running"
     this.current = op
     return Effect.onExit(restore(this.steps(op, fed)), () =>
@@ -415,6 +516,11 @@ class ZlibContext {
         if (op.state !== "done") this.abandon(op)
         this.wakeAll()
       }))
+  }
+
+  /** An inflater with context takeover must see the peer's messages in order: one that was skipped is lost. */
+  private checkOrder(op: Operation): void {
+    if (op.seq !== this.expected && this.kind === "inflate" && !this.shared) this.lost = true
   }
 
   /** Waits until the running message finishes (or gives up: then nothing is owed to anyone). */
@@ -440,6 +546,12 @@ class ZlibContext {
 
   /** The steps of a message, yielding between them (first, when its first step ran during the hook call). */
   private steps(op: Operation, yieldFirst: boolean): Effect.Effect<ZlibOutcome> {
+    if (!this.handle) {
+      return Effect.suspend(() => {
+        const outcome = this.shared ? this.oneShot(op) : undefined
+        return outcome === undefined ? this.streamed(op) : Effect.succeed(outcome)
+      })
+    }
     const loop: Effect.Effect<ZlibOutcome> = Effect.suspend(() => {
       const outcome = this.step(op)
       return outcome === undefined ? Effect.andThen(Effect.yieldNow, loop) : Effect.succeed(outcome)
@@ -450,11 +562,103 @@ class ZlibContext {
   /** One synchronous step: the outcome, or `undefined` when the step budget ran out first. */
   private step(op: Operation): ZlibOutcome | undefined {
     const outcome = this.stepOnce(op)
-    if (outcome !== undefined) {
-      op.state = "done"
-      if (this.current === op) this.current = undefined
-    }
+    return outcome === undefined ? undefined : this.settle(op, outcome)
+  }
+
+  /** The message is over (whatever its outcome): the context is free. */
+  private settle(op: Operation, outcome: ZlibOutcome): ZlibOutcome {
+    op.state = "done"
+    this.expected = op.seq + 1
+    if (this.current === op) this.current = undefined
     return outcome
+  }
+
+  /**
+   * Public API without context takeover: a message of at most half a step in one `*Sync` call
+   * (zlib's own context, freed at once), inflating at most `min(limit, STEP_BYTES)` bytes. The
+   * outcome, or `undefined` when the message is larger (it is then streamed).
+   */
+  private oneShot(op: Operation): ZlibOutcome | undefined {
+    let length = 0
+    for (const piece of op.input) length += piece.length
+    if (length > STEP_BYTES / 2) return undefined
+    if (this.released) return this.settle(op, { _tag: "Failed", error: new Error("the zlib context was released") })
+    const input = op.input.length === 1 ? op.input[0]! : Buffer.concat(op.input, length)
+    const cap = Math.min(op.limit, STEP_BYTES)
+    let outcome: ZlibOutcome
+    try {
+      if (this.kind === "deflate") {
+        outcome = { _tag: "Done", output: ownCopy(Zlib.deflateRawSync(input, { ...this.options, finishFlush: SYNC_FLUSH })) }
+      } else {
+        const result = Zlib.inflateRawSync(input, {
+          windowBits: this.options.windowBits!,
+          finishFlush: SYNC_FLUSH,
+          maxOutputLength: Math.max(1, cap),
+          info: true
+        }) as unknown as { readonly buffer: Buffer; readonly engine: Zlib.InflateRaw }
+        if (result.buffer.length > op.limit) outcome = { _tag: "TooBig", limit: op.limit }
+        else if (length - result.engine.bytesWritten > op.trailer) {
+          outcome = { _tag: "Failed", error: new Error("data after the final deflate block") }
+        } else outcome = { _tag: "Done", output: ownCopy(result.buffer) }
+      }
+    } catch (error) {
+      if ((error as { readonly code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") {
+        if (op.limit > cap) return undefined // more than a step's worth: stream it, stopping at the limit
+        outcome = { _tag: "TooBig", limit: op.limit }
+      } else {
+        outcome = { _tag: "Failed", error: error instanceof Error ? error : new Error(String(error)) }
+      }
+    }
+    return this.settle(op, outcome)
+  }
+
+  /**
+   * Public API: the message through a stream (this direction's, with context takeover; a new
+   * one, closed afterwards, without), written whole and flushed with `Z_SYNC_FLUSH`. The output
+   * arrives as the stream's `data` events before the flush completes; inflation stops at the
+   * first chunk past `limit` (the stream is closed). A stream that ended (BFINAL) is replaced.
+   */
+  private streamed(op: Operation): Effect.Effect<ZlibOutcome> {
+    return Effect.callback<ZlibOutcome>((resume) => {
+      let settled = false
+      const finish = (outcome: ZlibOutcome) => {
+        if (settled) return
+        settled = true
+        this.sink = undefined
+        this.failure = undefined
+        resume(Effect.succeed(this.settle(op, outcome)))
+      }
+      if (this.released) return finish({ _tag: "Failed", error: new Error("the zlib context was released") })
+      if (this.lost) return finish(LOST)
+      const stream = this.open()
+      const input = op.input.length === 1 ? op.input[0]! : Buffer.concat(op.input)
+      const before = stream.bytesWritten
+      const fail = (error: Error) => {
+        if (settled) return
+        this.drop()
+        finish({ _tag: "Failed", error })
+      }
+      this.sink = (chunk) => {
+        op.total += chunk.length
+        if (op.total <= op.limit) {
+          op.chunks.push(chunk)
+        } else if (!settled) {
+          this.drop()
+          finish({ _tag: "TooBig", limit: op.limit })
+        }
+      }
+      this.failure = fail
+      stream.write(input)
+      stream.flush(SYNC_FLUSH, () => {
+        if (settled || this.stream !== stream) return
+        if (stream.errored !== null || stream.destroyed) return fail(stream.errored ?? new Error("zlib failed"))
+        const unconsumed = input.length - (stream.bytesWritten - before)
+        if (unconsumed > op.trailer) return fail(new Error("data after the final deflate block"))
+        // Nothing carries over, or the peer's stream ended (its next message starts a new one).
+        if (this.shared || unconsumed > 0) this.drop()
+        finish({ _tag: "Done", output: Buffer.concat(op.chunks, op.total) })
+      })
+    })
   }
 
   private stepOnce(op: Operation): ZlibOutcome | undefined {
@@ -521,6 +725,9 @@ class ZlibContext {
   }
 }
 
+/** `buffer`, or a copy at its size when it is a small view of a larger allocation (node:zlib's output chunk). */
+const ownCopy = (buffer: Buffer): Buffer => buffer.byteLength * 2 < buffer.buffer.byteLength ? Buffer.from(buffer) : buffer
+
 const clampInt = (value: number | undefined, min: number, max: number, fallback: number): number =>
   value === undefined || !Number.isFinite(value) ? fallback : Math.min(max, Math.max(min, Math.trunc(value)))
 
@@ -556,7 +763,7 @@ class Instance implements PerMessageDeflateExtension {
 
   constructor(config: PerMessageDeflateConfig) {
     this.config = config
-    this.protocols = isSupported() ? [Negotiation.makeDeflateOffer(clientConfigOf(config))] : []
+    this.protocols = [Negotiation.makeDeflateOffer(clientConfigOf(config))]
     this.level = clampInt(config.level, -1, 9, Zlib.constants.Z_DEFAULT_COMPRESSION)
     this.memLevel = clampInt(config.memLevel, 1, 9, 8)
     this.threshold = config.compressIfBiggerThan === undefined || Number.isNaN(config.compressIfBiggerThan)
@@ -573,7 +780,6 @@ class Instance implements PerMessageDeflateExtension {
 
   readonly clientNegotiation = (negotiated: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>): boolean => {
     const answers = negotiated.filter((h) => h.name === KEY)
-    if (this.protocols.length === 0) return false
     // More than one answer for one offer is invalid (RFC 7692 §5); the adapter then fails the handshake.
     if (answers.length !== 1) return false
     const params = Negotiation.acceptDeflateResponse(answers[0]!, clientConfigOf(this.config))
@@ -585,7 +791,6 @@ class Instance implements PerMessageDeflateExtension {
   readonly serverNegotiation = (
     requested: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>
   ): ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader> => {
-    if (!isSupported()) return []
     const agreement = Negotiation.negotiateDeflateServer(requested, serverConfigOf(this.config))
     if (agreement === undefined) return []
     this.setup("server", agreement.params)

@@ -117,7 +117,8 @@ describe("PerMessageDeflate messages", () => {
       assert.strictEqual(takeover.allocatedContexts, 1, "deflate only")
       assert.strictEqual(reset.allocatedContexts, 0, "no takeover: the context went back to the pool")
       assert.strictEqual(PerMessageDeflate.liveZlibContexts(), base + 1)
-      assert.isAtLeast(PerMessageDeflate.pooledZlibContexts(), 1)
+      // node:zlib's public API pools nothing (a one-shot call per message without takeover)
+      assert.isAtLeast(PerMessageDeflate.pooledZlibContexts(), PerMessageDeflate.zlibEngine() === "handle" ? 1 : 0)
       assert.isAtMost(PerMessageDeflate.pooledZlibContexts(), 4 * 8, "the pool is bounded per configuration")
 
       // a client instance inflates both (its inflater keeps the server's context)

@@ -158,6 +158,24 @@ describe("PerMessageDeflate: a message cut short leaves no trace in the next one
       yield* PerMessageDeflate.releaseExtensions([peer, ext])
     }))
 
+  it.effect("incoming with context takeover, a message skipped (its effect never run): the later ones fail, never decode wrongly", () =>
+    Effect.gen(function*() {
+      const peer = clientInstance("permessage-deflate")
+      const ext = serverInstance("permessage-deflate")
+      const first = yield* peer.processOutgoingMessage(Frame.text(sample(BIG, 1)))
+      const second = yield* peer.processOutgoingMessage(Frame.text(sample(5000, 2)))
+      const third = yield* peer.processOutgoingMessage(Frame.text(sample(5000, 2))) // refers to the second
+      const running = ext.processIncomingMessage(first)
+      assert.isFalse(Exit.isExit(running))
+      yield* abandonIncoming(ext, second) // started while the first runs: waits; then never run
+      sameText(textOf(yield* running), sample(BIG, 1))
+      // The third refers to the second, which the inflater never saw: copying from its history
+      // instead would be silent corruption.
+      const error = yield* Effect.flip(ext.processIncomingMessage(third))
+      assert.strictEqual(error._tag, "ExtensionError")
+      yield* PerMessageDeflate.releaseExtensions([peer, ext])
+    }))
+
   it.effect("incoming without context takeover, never run or interrupted by its scope closing: the next one inflates", () =>
     Effect.gen(function*() {
       const peer = clientInstance("permessage-deflate; client_no_context_takeover")
