@@ -83,7 +83,11 @@ export interface PerMessageDeflateConfig {
   readonly clientMaxWindowBits?: number
   /** Send messages whose payload is at most this many bytes uncompressed (default: compress every message). */
   readonly compressIfBiggerThan?: number
-  /** Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`); asked once per message. */
+  /**
+   * Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`); asked
+   * once per message. When it throws, that message is not sent: `send` fails with
+   * `ExtensionError` (its `cause` is what was thrown) and the session goes on.
+   */
   readonly compressIf?: (message: Extension.Message) => boolean
   /**
    * Largest inflated message in bytes (default `DEFAULT_MAX_MESSAGE_SIZE`); inflation stops as
@@ -105,8 +109,8 @@ export interface PerMessageDeflateExtension extends Extension.WebSocketExtension
   readonly release: Effect.Effect<void>
   /**
    * Whether an outgoing message goes out as it is: true unless the extension is negotiated and
-   * would compress it (RSV1 not yet set, larger than `compressIfBiggerThan`, `compressIf` holds).
-   * Never throws (unless `compressIf` does).
+   * would compress it (RSV1 not yet set, larger than `compressIfBiggerThan`, `compressIf` holds
+   * or throws: the hook then fails with `ExtensionError`). Never throws.
    */
   readonly outgoingUnchanged: (message: Extension.Message) => boolean
   /** Whether an incoming message comes in as it is: true when RSV1 is clear (not compressed). Never throws. */
@@ -819,20 +823,32 @@ class Instance implements PerMessageDeflateExtension {
     )
   }
 
-  private shouldCompress(message: Extension.Message): boolean {
+  /** Whether to compress `message`: true, false, or what `compressIf` threw (wrapped, to tell it from a value). */
+  private shouldCompress(message: Extension.Message): boolean | { readonly thrown: unknown } {
     if (message.rsv1) return false
     if (message.payload.length <= this.threshold) return false
-    return this.config.compressIf === undefined || this.config.compressIf(message)
+    if (this.config.compressIf === undefined) return true
+    try {
+      return this.config.compressIf(message)
+    } catch (thrown) {
+      return { thrown }
+    }
   }
 
-  /** The message `outgoingUnchanged` last found to need compressing: its hook call does not ask `compressIf` again. */
+  /**
+   * The message `outgoingUnchanged` last found not to pass through, and why (compress it, or
+   * `compressIf` threw): its hook call does not ask `compressIf` again.
+   */
   private toCompress: Extension.Message | undefined = undefined
+  private decision: true | { readonly thrown: unknown } = true
 
   // Methods (the session calls them on the extension), so an instance holds no closures for them.
   outgoingUnchanged(message: Extension.Message): boolean {
-    const unchanged = this.deflater === undefined || !this.shouldCompress(message)
-    this.toCompress = unchanged ? undefined : message
-    return unchanged
+    const decision = this.deflater === undefined ? false : this.shouldCompress(message)
+    // A throwing compressIf: the hook reports it (`ExtensionError`), so this never throws.
+    this.toCompress = decision === false ? undefined : message
+    if (decision !== false) this.decision = decision
+    return decision === false
   }
 
   incomingUnchanged(message: Extension.Message): boolean {
@@ -843,9 +859,12 @@ class Instance implements PerMessageDeflateExtension {
     message: Extension.Message
   ): Effect.Effect<Extension.Message, Errors.ExtensionError> => {
     const deflater = this.deflater
-    const decided = this.toCompress === message
+    const decision = this.toCompress === message ? this.decision : deflater === undefined ? false : this.shouldCompress(message)
     this.toCompress = undefined
-    if (deflater === undefined || !(decided || this.shouldCompress(message))) return Effect.succeed(message)
+    if (deflater === undefined || decision === false) return Effect.succeed(message)
+    if (decision !== true) {
+      return Effect.fail(extensionError(`compressIf threw: ${String(decision.thrown)}`.slice(0, 120), decision.thrown))
+    }
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
     const started = deflater.start([message.payload], Number.POSITIVE_INFINITY, 0)
     return Effect.isEffect(started) ? Effect.flatMap(started, (o) => compressed(message, o)) : compressed(message, started)

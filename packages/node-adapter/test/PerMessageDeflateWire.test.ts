@@ -3,7 +3,8 @@
  * `node-adapter` project (the native handle's fast path, chosen by the self-test on Node 24) and
  * in `node-adapter (zlib public API)` (`EFFECT_WS_ZLIB_PUBLIC_API=1`). Over 127.0.0.1 with a TCP
  * relay in between that records both directions, a compressed echo is checked on the wire: RSV1
- * on the first frame, and far fewer bytes than the message.
+ * on the first frame, and far fewer bytes than the message. Also: a throwing `compressIf` is
+ * asked once and fails that send with `ExtensionError`; the session goes on.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { ExtensionHeader, Frame } from "@effect-ws/codec"
@@ -164,4 +165,51 @@ describe(`PerMessageDeflate on the ${EXPECTED_ENGINE === "handle" ? "native hand
         yield* ext.release
       }))
   }
+
+  it.live("a throwing compressIf is asked once; that send fails with ExtensionError, the session goes on", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", extensions: PerMessageDeflate.extensions() })
+        .pipe(Scope.provide(scope))
+      let asked = 0
+      const boom = new Error("boom")
+      const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${server.port}/`, {
+        extensions: PerMessageDeflate.extensions({
+          compressIf: () => {
+            if (++asked === 1) throw boom
+            return true
+          }
+        })
+      }).pipe(Scope.provide(scope))
+      const error = yield* Effect.flip(session.send(sample(2000, 1)))
+      assert.strictEqual(error._tag, "ExtensionError")
+      assert.strictEqual(error._tag === "ExtensionError" ? error.cause : undefined, boom)
+      assert.strictEqual(asked, 1, "asked once")
+      yield* session.send(sample(2000, 2))
+      assert.strictEqual(asked, 2)
+      assert.strictEqual(textOf(yield* session.receive), sample(2000, 2))
+      yield* Scope.close(scope, Exit.void)
+    }), 20_000)
+
+  it.effect("a throwing compressIf: outgoingUnchanged does not throw, the hook fails without asking again", () =>
+    Effect.gen(function*() {
+      let asked = 0
+      const ext = PerMessageDeflate.PerMessageDeflate.install({
+        compressIf: () => {
+          asked++
+          throw new Error("boom")
+        }
+      })
+      assert.strictEqual(ext.serverNegotiation(offers("permessage-deflate")).length, 1)
+      const message = Frame.text(sample(100))
+      assert.isFalse(ext.outgoingUnchanged(message), "the hook will report it")
+      assert.strictEqual(asked, 1)
+      const error = yield* Effect.flip(ext.processOutgoingMessage(message))
+      assert.strictEqual(error._tag, "ExtensionError")
+      assert.strictEqual(asked, 1, "not asked again by the hook")
+      // called without outgoingUnchanged first: asked once, same failure
+      assert.strictEqual((yield* Effect.flip(ext.processOutgoingMessage(Frame.text(sample(100))))).message.slice(0, 18), "compressIf threw: ")
+      assert.strictEqual(asked, 2)
+      yield* ext.release
+    }))
 })
