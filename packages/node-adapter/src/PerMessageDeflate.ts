@@ -395,10 +395,12 @@ class ZlibContext {
     return this.stream !== undefined
   }
 
-  /** Frees the context; a message between steps fails at its next step. */
+  /** Frees the context; a message between steps fails at its next step, one in zlib's threadpool at once. */
   release(): void {
     this.released = true
+    const failure = this.failure
     this.drop()
+    failure?.(new Error("the zlib context was released"))
   }
 
   private drop(): void {
@@ -415,6 +417,8 @@ class ZlibContext {
    */
   private abandon(op: Operation): void {
     if (this.current === op) this.current = undefined
+    this.sink = undefined
+    this.failure = undefined
     this.drop()
     if (this.kind === "inflate" && !this.shared) this.lost = true
   }
@@ -655,7 +659,7 @@ class ZlibContext {
       stream.write(input)
       stream.flush(SYNC_FLUSH, () => {
         if (settled || this.stream !== stream) return
-        if (stream.errored !== null || stream.destroyed) return fail(stream.errored ?? new Error("zlib failed"))
+        if (stream.errored != null || stream.destroyed) return fail(stream.errored ?? new Error("zlib failed"))
         const unconsumed = input.length - (stream.bytesWritten - before)
         if (unconsumed > op.trailer) return fail(new Error("data after the final deflate block"))
         // Nothing carries over, or the peer's stream ended (its next message starts a new one).

@@ -201,6 +201,24 @@ describe("PerMessageDeflate: a message cut short leaves no trace in the next one
     }))
 })
 
+describe("PerMessageDeflate: released with a message in progress", () => {
+  for (const offer of ["permessage-deflate", "permessage-deflate; client_no_context_takeover"]) {
+    it.effect(`the message fails, nothing waits forever (${offer})`, () =>
+      Effect.gen(function*() {
+        const peer = clientInstance(offer)
+        const ext = serverInstance(offer)
+        const big = yield* peer.processOutgoingMessage(Frame.text(sample(BIG, 1)))
+        // started, and waiting (between steps, or on zlib's threadpool)
+        const fiber = yield* Effect.forkChild(ext.processIncomingMessage(big), { startImmediately: true })
+        yield* ext.release
+        const exit = yield* Fiber.await(fiber).pipe(Effect.timeout("5 seconds"))
+        assert.isTrue(Exit.isFailure(exit) && !Exit.hasInterrupts(exit), "failed, not interrupted nor hanging")
+        assert.strictEqual(ext.allocatedContexts, 0)
+        yield* peer.release
+      }))
+  }
+})
+
 describe("PerMessageDeflate over real sockets: a send interrupted mid-compression", () => {
   for (const clientNoContextTakeover of [false, true]) {
     it.live(`the next message arrives exactly (clientNoContextTakeover: ${clientNoContextTakeover})`, () =>
