@@ -173,9 +173,10 @@ describe("packed packages in a project outside the repo", () => {
     )
   }, STEP_TIMEOUT * 2)
 
+  // Deleting the consumer's node_modules can take longer than vitest's 10 s hook default on a busy machine.
   afterAll(() => {
     if (project !== "") rmSync(project, { recursive: true, force: true })
-  })
+  }, STEP_TIMEOUT)
 
   const tsc = (config: string) => sh(process.execPath, [join(root, "node_modules/.bin/tsc"), "-p", config], project)
 

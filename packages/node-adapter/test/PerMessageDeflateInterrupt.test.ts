@@ -211,7 +211,7 @@ describe("PerMessageDeflate: released with a message in progress", () => {
         // started, and waiting (between steps, or on zlib's threadpool)
         const fiber = yield* Effect.forkChild(ext.processIncomingMessage(big), { startImmediately: true })
         yield* ext.release
-        const exit = yield* Fiber.await(fiber).pipe(Effect.timeout("5 seconds"))
+        const exit = yield* Fiber.await(fiber).pipe(Effect.timeout("2 seconds"))
         assert.isTrue(Exit.isFailure(exit) && !Exit.hasInterrupts(exit), "failed, not interrupted nor hanging")
         assert.strictEqual(ext.allocatedContexts, 0)
         yield* peer.release
