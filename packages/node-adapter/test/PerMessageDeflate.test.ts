@@ -219,7 +219,7 @@ describe("PerMessageDeflate messages", () => {
       assert.strictEqual(corrupt._tag, "ProtocolViolation")
       assert.strictEqual(corrupt._tag === "ProtocolViolation" ? corrupt.code : 0, 1002)
       assert.strictEqual(corrupt._tag === "ProtocolViolation" ? corrupt.kind : "", "InvalidCompressedData")
-    }))
+    }), 20_000) // making the bomb (deflating 256 MiB) alone takes seconds on a busy machine
 })
 
 describe("PerMessageDeflate synchronous zlib", () => {
