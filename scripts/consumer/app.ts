@@ -4,12 +4,17 @@
  * on Node 22, Node 24 and Bun. It imports only the published names. A server with
  * permessage-deflate on port 0, then three clients: a text round trip, a compressed binary round
  * trip, and a codec frame through `sendFrame`; each ends with a clean close (1000 on both sides).
+ * The compressed round trip goes through a `node:net` relay that records both directions: the
+ * message must really be compressed on the wire (RSV1 on its first frame, a fraction of its
+ * size). The zlib engine must be the native handle's fast path, or node:zlib's public API when
+ * `EFFECT_WS_ZLIB_PUBLIC_API=1` (the check runs the program both ways on each runtime).
  * Prints one JSON line with what it saw and exits 1 when any check fails.
  */
 import { CloseReason, Frame } from "@effect-ws/codec"
 import { DefaultWebSocketSession } from "@effect-ws/core"
 import { PerMessageDeflate, WebSocketClient, WebSocketServer } from "@effect-ws/node-adapter"
 import { Effect } from "effect"
+import * as Net from "node:net"
 
 type Outcome = { readonly check: string; readonly ok: boolean; readonly detail: string }
 
@@ -17,6 +22,47 @@ const echo = (session: DefaultWebSocketSession.WebSocketSession) =>
   session.consumeEach((message) => session.sendFrame(message))
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i])
+
+/** A TCP relay on 127.0.0.1 to `port` recording what goes up (client to server) and down; closed with the scope. */
+const relay = (port: number) =>
+  Effect.acquireRelease(
+    Effect.callback<{ readonly server: Net.Server; readonly port: number; readonly up: Array<Buffer>; readonly down: Array<Buffer> }>(
+      (resume) => {
+        const up: Array<Buffer> = []
+        const down: Array<Buffer> = []
+        const server = Net.createServer((client) => {
+          const upstream = Net.connect(port, "127.0.0.1")
+          for (const socket of [client, upstream]) {
+            socket.on("error", () => {})
+            socket.on("close", () => {
+              client.destroy()
+              upstream.destroy()
+            })
+          }
+          client.on("data", (chunk: Buffer) => {
+            up.push(chunk)
+            upstream.write(chunk)
+          })
+          upstream.on("data", (chunk: Buffer) => {
+            down.push(chunk)
+            client.write(chunk)
+          })
+        })
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(Effect.succeed({ server, port: typeof address === "object" && address !== null ? address.port : 0, up, down }))
+        })
+      }
+    ),
+    ({ server }) => Effect.sync(() => server.close())
+  )
+
+/** What one direction carried after the HTTP head: its size, and the first frame's first byte. */
+const afterHead = (chunks: ReadonlyArray<Buffer>): { readonly bytes: number; readonly first: number } => {
+  const all = Buffer.concat(chunks)
+  const head = all.indexOf("\r\n\r\n")
+  return head < 0 ? { bytes: 0, first: 0 } : { bytes: all.length - head - 4, first: all[head + 4] ?? 0 }
+}
 
 const program = Effect.gen(function*() {
   const server = yield* WebSocketServer.make(echo, {
@@ -40,14 +86,25 @@ const program = Effect.gen(function*() {
     outcomes.push({ check: "clean close", ok: reason.code === CloseReason.CloseCode.Normal, detail: `${reason.code}` })
   }))
 
-  // A compressible binary message through a negotiated permessage-deflate.
+  // A compressible binary message through a negotiated permessage-deflate, via a recording relay.
   yield* Effect.scoped(Effect.gen(function*() {
-    const { extensions, headers, session } = yield* WebSocketClient.connect(url, {
+    const wire = yield* relay(server.port)
+    const { extensions, headers, session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${wire.port}/`, {
       extensions: PerMessageDeflate.extensions()
     })
     const payload = new Uint8Array(256 * 1024).map((_, i) => i % 7)
     yield* session.send(payload)
     const reply = yield* session.receive
+    // Before the close: the message and its echo only (a Binary frame with RSV1 is 0xc2 when
+    // unfragmented, 0x42 when more frames follow).
+    for (const [direction, chunks] of [["client to server", wire.up], ["server to client", wire.down]] as const) {
+      const { bytes, first } = afterHead(chunks)
+      outcomes.push({
+        check: `compressed on the wire, ${direction}`,
+        ok: (first & 0x40) !== 0 && (first & 0x0f) === 2 && bytes > 0 && bytes < payload.length / 16,
+        detail: `${bytes} bytes for ${payload.length}, first byte 0x${first.toString(16)}`
+      })
+    }
     yield* session.close()
     const reason = yield* session.awaitClose
     const negotiated = String(headers["sec-websocket-extensions"] ?? "")
@@ -78,6 +135,9 @@ const program = Effect.gen(function*() {
     })
     outcomes.push({ check: "close code chosen by the client", ok: reason.code === 1001, detail: `${reason.code}` })
   }))
+  const expected = process.env["EFFECT_WS_ZLIB_PUBLIC_API"] === "1" ? "public" : "handle"
+  const engine = PerMessageDeflate.zlibEngine()
+  outcomes.push({ check: "zlib engine", ok: engine === expected, detail: `${engine} (expected ${expected})` })
   return outcomes
 }).pipe(Effect.scoped, Effect.timeout("20 seconds"))
 

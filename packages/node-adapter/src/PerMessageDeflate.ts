@@ -13,27 +13,35 @@
  *   output, yielding to the event loop between steps (so a large message or a decompression bomb
  *   never blocks it for long). node:zlib has no public synchronous API for a context that
  *   persists across messages, so this drives the native handle behind a zlib stream
- *   (`_handle.writeSync`, the call node:zlib's own `*Sync` functions make); `isSupported()` checks
- *   it once, and where it is missing (another runtime) permessage-deflate is never offered nor
- *   accepted, so connections still work, uncompressed. Measured on this machine (Node 24,
- *   level 6, 16 KiB JSON-ish text): a deflate with context takeover ~36 µs and an inflate
- *   ~10 µs synchronously, against ~67 µs and ~60 µs of CPU for the same work through a zlib
- *   stream on libuv's threadpool (one round trip per message). Doing the work inline also means
- *   there is no queue of zlib jobs to bound: a connection compresses or inflates while its own
- *   fiber runs, and TCP backpressure bounds what waits.
+ *   (`_handle.writeSync`, the call node:zlib's own `*Sync` functions make). That handle is
+ *   private (present on Node 22, Node 24 and Bun 1.4), so it is used only after a self-test (a
+ *   round trip through it, once per process, at first use); where it fails (a later Node, Deno)
+ *   node:zlib's public API does the same work with the same bytes on the wire, slower (see
+ *   `zlibEngine`; `EFFECT_WS_ZLIB_PUBLIC_API=1` forces it, for tests). Doing the work inline
+ *   also means there is no queue of zlib jobs to bound: a connection compresses or inflates
+ *   while its own fiber runs, and TCP backpressure bounds what waits. Measured on a 2-core
+ *   machine (Node 24, level 6, 16 KiB JSON-ish text, one message after another): a deflate
+ *   ~60 µs and an inflate ~35–55 µs on the handle, against ~120 µs and ~90–180 µs on the public
+ *   API (a one-shot `*Sync` call without context takeover, a threadpool round trip with it).
+ * - A message cut short (its hook's effect interrupted, or never run) leaves no trace: the
+ *   context it was fed to is dropped before anything else uses it, never pooled; an inflater
+ *   with context takeover that lost part of the peer's stream fails later messages with
+ *   `ExtensionError` (see `ZlibContext`).
  * - Contexts are lazy: a connection allocates a deflate context only when it first compresses
  *   and an inflate context only when it first receives a compressed message. `release` (run by
  *   the adapter when the session's scope closes) frees both; `liveZlibContexts` counts them.
  *   Output goes through one process-wide scratch buffer (copied out at the message's size), so a
  *   context holds no output buffer of its own.
  * - Inflation stops as soon as the output exceeds `maxMessageSize` (one scratch buffer past it at
- *   most is ever held) and fails with `FrameTooBig` (1009): a decompression bomb never allocates
- *   its inflated size (hostile-inputs H7). The inflated bytes of a text message are validated as
- *   UTF-8 as each zlib call produces them (while they are in cache), and inflation stops at the
- *   first invalid byte with `InvalidUtf8` (1007); the session does not check them again
- *   (`validatesIncomingUtf8`). Inflation starts only once the whole compressed message has
- *   arrived (the extension API hands hooks whole messages), so for compressed messages "fail
- *   fast" means within the message's inflation, not as its frames arrive. A message whose deflate stream ends (a block with
+ *   most is ever held; on the public API one output chunk, a one-shot call inflating at most a
+ *   step's worth before a stream takes over) and fails with `FrameTooBig` (1009): a decompression
+ *   bomb never allocates its inflated size (hostile-inputs H7). The inflated bytes of a text
+ *   message are validated as UTF-8 as zlib produces them (each step's output, each stream chunk;
+ *   a one-shot call's result at once), and inflation stops at the first invalid byte with
+ *   `InvalidUtf8` (1007); the session does not check them again (`validatesIncomingUtf8`).
+ *   Inflation starts only once the whole compressed message has arrived (the extension API hands
+ *   hooks whole messages), so for compressed messages "fail fast" means within the message's
+ *   inflation, not as its frames arrive. A message whose deflate stream ends (a block with
  *   BFINAL set) before its last byte is invalid (1002); one that ends exactly at its end resets
  *   the inflater, since the peer's next message starts a new stream.
  * - Messages it leaves alone (outgoing ones it would not compress, incoming ones without RSV1)
@@ -49,7 +57,7 @@
 import { Frame, PerMessageDeflateNegotiation as Negotiation, Utf8 } from "@effect-ws/codec"
 import type { ExtensionHeader } from "@effect-ws/codec"
 import { Errors, Extension } from "@effect-ws/core"
-import { Effect, Semaphore } from "effect"
+import { Effect } from "effect"
 import * as Zlib from "node:zlib"
 
 /** The extension's key and name (`permessage-deflate`). */
@@ -81,7 +89,11 @@ export interface PerMessageDeflateConfig {
   readonly clientMaxWindowBits?: number
   /** Send messages whose payload is at most this many bytes uncompressed (default: compress every message). */
   readonly compressIfBiggerThan?: number
-  /** Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`); asked once per message. */
+  /**
+   * Compress an outgoing message only when this holds (ANDed with `compressIfBiggerThan`); asked
+   * once per message. When it throws, that message is not sent: `send` fails with
+   * `ExtensionError` (its `cause` is what was thrown) and the session goes on.
+   */
   readonly compressIf?: (message: Extension.Message) => boolean
   /**
    * Largest inflated message in bytes (default `DEFAULT_MAX_MESSAGE_SIZE`); inflation stops as
@@ -103,15 +115,15 @@ export interface PerMessageDeflateExtension extends Extension.WebSocketExtension
   readonly release: Effect.Effect<void>
   /**
    * Whether an outgoing message goes out as it is: true unless the extension is negotiated and
-   * would compress it (RSV1 not yet set, larger than `compressIfBiggerThan`, `compressIf` holds).
-   * Never throws (unless `compressIf` does).
+   * would compress it (RSV1 not yet set, larger than `compressIfBiggerThan`, `compressIf` holds
+   * or throws: the hook then fails with `ExtensionError`). Never throws.
    */
   readonly outgoingUnchanged: (message: Extension.Message) => boolean
   /** Whether an incoming message comes in as it is: true when RSV1 is clear (not compressed). Never throws. */
   readonly incomingUnchanged: (message: Extension.Message) => boolean
 }
 
-// ---- node:zlib's native handle (not public API: checked once by `isSupported`) ----
+// ---- node:zlib's native handle (not public API: used only after `zlibEngine`'s self-test) ----
 
 /** The native zlib handle behind a node:zlib stream. */
 interface ZlibHandle {
@@ -144,41 +156,99 @@ const MIN_CHUNK = 64
 const NO_FLUSH = Zlib.constants.Z_NO_FLUSH
 const SYNC_FLUSH = Zlib.constants.Z_SYNC_FLUSH
 
-let supported: boolean | undefined = undefined
+/**
+ * The environment variable that, set to `1`, makes permessage-deflate use node:zlib's public
+ * API even where the native handle works (for tests and diagnostics). Read once, at first use.
+ */
+const PUBLIC_API_VARIABLE = "EFFECT_WS_ZLIB_PUBLIC_API"
+
+let engine: "handle" | "public" | undefined = undefined
 
 /**
- * Whether this runtime's node:zlib exposes the synchronous handle this module drives (checked
- * once with a small round trip). When it does not, `PerMessageDeflate` neither offers nor
- * accepts the extension and connections run uncompressed. Never throws.
+ * How permessage-deflate drives zlib in this process, decided once, at first use:
+ * - `"handle"`: synchronously, on the native handle behind a node:zlib stream (the call
+ *   node:zlib's own `*Sync` functions make). It is not public API, so it is used only after a
+ *   self-test passed: a round trip through it, checked against the public API.
+ * - `"public"`: node:zlib's public API, with the same bytes on the wire: a one-shot
+ *   `deflateRawSync`/`inflateRawSync` (`finishFlush: Z_SYNC_FLUSH`) for a message of at most half
+ *   a step without context takeover, otherwise a stream written the message and flushed with
+ *   `Z_SYNC_FLUSH` (on libuv's threadpool; kept across messages with context takeover). Used
+ *   where the self-test fails (a runtime whose node:zlib lacks or changed the handle; a warning
+ *   says so) or where the environment variable `EFFECT_WS_ZLIB_PUBLIC_API` is `1`.
+ *
+ * Never throws.
  */
-export const isSupported = (): boolean => {
-  if (supported !== undefined) return supported
+export const zlibEngine = (): "handle" | "public" => engine ??= selectEngine()
+
+const selectEngine = (): "handle" | "public" => {
+  let forced = false
   try {
-    const deflate = Zlib.createDeflateRaw({ chunkSize: MIN_CHUNK })
-    const inflate = Zlib.createInflateRaw({ chunkSize: MIN_CHUNK })
-    const text = Buffer.from("permessage-deflate permessage-deflate")
-    const packed = runOnce(deflate, text)
-    const unpacked = packed === undefined ? undefined : runOnce(inflate, packed)
-    deflate.close()
-    inflate.close()
-    supported = unpacked !== undefined && unpacked.equals(text)
+    forced = globalThis.process?.env?.[PUBLIC_API_VARIABLE] === "1"
   } catch {
-    supported = false
+    // a runtime that guards its environment (Deno without --allow-env): not forced
   }
-  if (!supported) {
-    process.emitWarning("node:zlib lacks the synchronous handle API: permessage-deflate is disabled", "EffectWsWarning")
+  if (forced) return "public"
+  if (handleWorks()) return "handle"
+  try {
+    process.emitWarning(
+      "node:zlib's native handle failed its self-test: permessage-deflate uses node:zlib's public API (slower)",
+      "EffectWsWarning"
+    )
+  } catch {
+    // no warning channel: nothing else to do
   }
-  return supported
+  return "public"
 }
 
-/** One sync-flushed call on a fresh stream with a generous buffer (for `isSupported`). */
+/**
+ * The self-test of the native handle: a sync-flushed deflate through it that the public API
+ * inflates back, an inflate through it of what the public API deflated, and a reset after which
+ * the same input deflates to the same bytes. Never throws.
+ */
+const handleWorks = (): boolean => {
+  let deflate: ZlibStream | undefined = undefined
+  let inflate: ZlibStream | undefined = undefined
+  try {
+    deflate = Zlib.createDeflateRaw({ chunkSize: MIN_CHUNK })
+    inflate = Zlib.createInflateRaw({ chunkSize: MIN_CHUNK })
+    const text = Buffer.from("permessage-deflate self-test; ".repeat(40))
+    const packed = runOnce(deflate, text)
+    if (packed === undefined || packed.length >= text.length || !packed.subarray(-4).equals(TAIL)) return false
+    if (!Zlib.inflateRawSync(packed, { finishFlush: SYNC_FLUSH }).equals(text)) return false
+    const unpacked = runOnce(inflate, Zlib.deflateRawSync(text, { finishFlush: SYNC_FLUSH }))
+    if (unpacked === undefined || !unpacked.equals(text)) return false
+    internalsOf(deflate)._handle!.reset()
+    const again = runOnce(deflate, text)
+    return again !== undefined && again.equals(packed)
+  } catch {
+    return false
+  } finally {
+    try {
+      deflate?.close()
+      inflate?.close()
+    } catch {
+      // closing a broken stream: nothing to free
+    }
+  }
+}
+
+/** One sync-flushed call with a generous buffer (for the self-test): the output, if all input was taken. */
 const runOnce = (stream: ZlibStream, input: Buffer): Buffer | undefined => {
   const { _handle: handle, _writeState: state } = internalsOf(stream)
-  if (typeof handle?.writeSync !== "function" || !(state instanceof Uint32Array) || state.length < 2) return undefined
-  const output = Buffer.alloc(1024)
+  if (typeof handle?.writeSync !== "function" || typeof handle.reset !== "function") return undefined
+  if (!(state instanceof Uint32Array) || state.length < 2) return undefined
+  const output = Buffer.alloc(4096)
   handle.writeSync(SYNC_FLUSH, input, 0, input.length, output, 0, output.length)
-  return stream.destroyed ? undefined : output.subarray(0, output.length - state[0]!)
+  if (stream.destroyed || state[1] !== 0 || state[0]! === 0 || state[0]! > output.length) return undefined
+  return output.subarray(0, output.length - state[0]!)
 }
+
+/**
+ * Whether permessage-deflate can be offered and accepted on this runtime: always, since it
+ * falls back to node:zlib's public API where the faster native handle is unavailable (see
+ * `zlibEngine`). Never throws.
+ */
+export const isSupported = (): boolean => true
 
 // ---- Process-wide accounting and output scratch ----
 
@@ -200,8 +270,10 @@ type ZlibOutcome =
   | { readonly _tag: "Done"; readonly output: Buffer }
   | { readonly _tag: "TooBig"; readonly limit: number }
   | { readonly _tag: "Failed"; readonly error: Error }
+  | { readonly _tag: "Lost" }
   | { readonly _tag: "InvalidUtf8" }
 
+const LOST: ZlibOutcome = { _tag: "Lost" }
 const INVALID_UTF8: ZlibOutcome = { _tag: "InvalidUtf8" }
 
 /**
@@ -210,6 +282,18 @@ const INVALID_UTF8: ZlibOutcome = { _tag: "InvalidUtf8" }
  */
 const validator = new Utf8.Utf8Validator()
 
+/**
+ * Feeds `bytes[start, end)` of `op`'s output to the UTF-8 validator; false at the first invalid
+ * byte. The bounds are small integers (`| 0`): a non-Smi argument would deoptimize the validator
+ * shared with the frame parser into slower code for everyone.
+ */
+const validText = (op: Operation, bytes: Uint8Array, start: number, end: number): boolean => {
+  validator.state = op.utf8
+  if (validator.update(bytes, start | 0, end | 0) !== -1) return false
+  op.utf8 = validator.state
+  return true
+}
+
 /** One message going through a context: its input pieces, where it is, what it produced. */
 class Operation {
   readonly chunks: Array<Buffer> = []
@@ -217,6 +301,14 @@ class Operation {
   index = 0
   offset = 0
   ended = false
+  /**
+   * Where the message stands on its context: `new` (its input not given to zlib, or taken back
+   * by a restart), `fed` (its first step ran during the hook call and the rest waits for the
+   * effect the hook returned), `running` (that effect runs and holds the context), `done`.
+   */
+  state: "new" | "fed" | "running" | "done" = "new"
+  /** The message's place among those started on its context (1, 2, ...). */
+  seq = 0
   readonly input: ReadonlyArray<Uint8Array>
   readonly limit: number
   /** Bytes at the end of the input that may stay unconsumed when the stream ends (the restored tail). */
@@ -251,6 +343,17 @@ class Operation {
   output(): Buffer {
     return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total)
   }
+
+  /** Forgets the progress (the context it was fed to was dropped): the message starts over. */
+  restart(): void {
+    this.chunks.length = 0
+    this.total = 0
+    this.index = 0
+    this.offset = 0
+    this.ended = false
+    this.utf8 = 0
+    this.state = "new"
+  }
 }
 
 /** Contexts kept per configuration for directions without context takeover. */
@@ -269,27 +372,53 @@ export const pooledZlibContexts = (): number => pooledContexts
  * use, kept between messages. Without, nothing carries over between messages, so the connection
  * borrows a context from a process-wide pool for each message and gives it back reset: such a
  * direction holds no zlib memory between messages, however many connections there are.
- * A context is dropped after a failure or an interruption mid-message (a fresh deflate context
- * is always decodable by the peer; a dropped inflate context means the session is failing
- * anyway). Operations on one context never interleave: a message that needs several steps holds
- * the context's mutex, and operations arriving meanwhile wait for it.
+ *
+ * A message larger than one step is fed during the hook call (its first step) and finished by
+ * the effect the hook returns. That effect may never run (its fiber is interrupted first) or be
+ * interrupted between steps: zlib then holds part of a message that will never be finished.
+ * Such a context is never used again nor pooled: it is dropped (closed) when the effect is
+ * interrupted, or, when the effect never ran, by the next message before it feeds anything (a
+ * message `fed` but not `running` when another one needs the context has lost its
+ * continuation, or will find its progress gone and start over when it does run). A fresh
+ * deflate context is always decodable by the peer (whose history only grows); an inflater with
+ * context takeover that lost part of the peer's stream (a message abandoned midway, or skipped:
+ * one that starts before an earlier one ran) cannot decode what follows, or worse, could
+ * silently copy from the wrong history, so it fails every later message with `Lost` (an
+ * `ExtensionError`). Messages on one context never
+ * interleave: while one runs, the others wait for it, in order.
+ *
+ * On node:zlib's public API (`zlibEngine() === "public"`) nothing is pooled: a direction without
+ * context takeover deflates or inflates a small message in one `*Sync` call (its own short-lived
+ * context) and a larger one through a stream of its own; one with context takeover keeps a
+ * stream. Either way the message's input goes to zlib only while its effect runs.
  */
 class ZlibContext {
   private stream: ZlibStream | undefined = undefined
-  private readonly mutex = Semaphore.makeUnsafe(1)
-  /** Operations started (running or waiting) that did not finish within their first step. */
-  private pending = 0
+  /** The message zlib holds part of (`fed` or `running`), if any. */
+  private current: Operation | undefined = undefined
+  /** Messages waiting for the running one to finish, in order (woken all at once; the first goes). */
+  private waiters: Array<() => void> | undefined = undefined
   private released = false
-  private broken = false
+  /** An inflater with context takeover lost part of the peer's stream: later messages are `Lost`. */
+  private lost = false
+  /** Messages started on this context, and the place of the one expected to run next. */
+  private started = 0
+  private expected = 1
   private readonly kind: "deflate" | "inflate"
   private readonly options: Zlib.ZlibOptions
   /** No context takeover: borrow a pooled context per message. */
   private readonly shared: boolean
   private readonly poolKey: string
+  /** The synchronous fast path on the native handle (`zlibEngine() === "handle"`), or node:zlib's public API. */
+  private readonly handle: boolean
+  /** Public API: where the running message's output goes, and its failure (the stream's events). */
+  private sink: ((chunk: Buffer) => void) | undefined = undefined
+  private failure: ((error: Error) => void) | undefined = undefined
 
   constructor(kind: "deflate" | "inflate", options: Zlib.ZlibOptions, resetAfterMessage: boolean) {
     this.kind = kind
-    this.options = { ...options, chunkSize: MIN_CHUNK }
+    this.handle = zlibEngine() === "handle"
+    this.options = this.handle ? { ...options, chunkSize: MIN_CHUNK } : options
     this.shared = resetAfterMessage
     this.poolKey = `${kind}:${options.windowBits}:${options.level}:${options.memLevel}`
   }
@@ -298,10 +427,12 @@ class ZlibContext {
     return this.stream !== undefined
   }
 
-  /** Frees the context; an operation between steps fails at its next step. */
+  /** Frees the context; a message between steps fails at its next step, one in zlib's threadpool at once. */
   release(): void {
     this.released = true
+    const failure = this.failure
     this.drop()
+    failure?.(new Error("the zlib context was released"))
   }
 
   private drop(): void {
@@ -312,17 +443,39 @@ class ZlibContext {
     stream.close()
   }
 
+  /**
+   * The context lost the message it held part of: dropped, and an inflater that keeps the
+   * peer's context can no longer decode the peer's stream.
+   */
+  private abandon(op: Operation): void {
+    if (this.current === op) this.current = undefined
+    this.sink = undefined
+    this.failure = undefined
+    this.drop()
+    if (this.kind === "inflate" && !this.shared) this.lost = true
+  }
+
   private open(): ZlibStream {
     if (this.stream !== undefined) return this.stream
-    const pooled = this.shared ? pool.get(this.poolKey)?.pop() : undefined
+    const pooled = this.shared && this.handle ? pool.get(this.poolKey)?.pop() : undefined
     let stream: ZlibStream
     if (pooled !== undefined) {
       pooledContexts--
       stream = pooled
-    } else {
+    } else if (this.handle) {
       stream = this.kind === "deflate" ? Zlib.createDeflateRaw(this.options) : Zlib.createInflateRaw(this.options)
       // A zlib error destroys the stream, which then emits it: the step reports it instead.
       stream.on("error", () => {})
+    } else {
+      const created = this.kind === "deflate" ? Zlib.createDeflateRaw(this.options) : Zlib.createInflateRaw(this.options)
+      // Output and errors go to the running message, and only while the stream is this context's.
+      created.on("data", (chunk: Buffer) => {
+        if (this.stream === created) this.sink?.(chunk)
+      })
+      created.on("error", (error: Error) => {
+        if (this.stream === created) this.failure?.(error)
+      })
+      stream = created
     }
     this.stream = stream
     liveContexts++
@@ -355,8 +508,9 @@ class ZlibContext {
    * otherwise an effect that waits for the context and finishes the message in steps. Call it
    * once per message, in order. The outcome: the message's output, or `TooBig` once it exceeds
    * `limit`, or `Failed` on a zlib error or a stream that ends before the input minus `trailer`
-   * bytes did (the context is dropped in both cases), or, with `text`, `InvalidUtf8` at the first
-   * output byte that is not valid UTF-8 (context dropped) or an output that ends inside a character.
+   * bytes did (the context is dropped in both cases), or `Lost` (see the class), or, with
+   * `text`, `InvalidUtf8` at the first output byte that is not valid UTF-8 (context dropped) or
+   * an output that ends inside a character.
    */
   start(
     input: ReadonlyArray<Uint8Array>,
@@ -365,47 +519,204 @@ class ZlibContext {
     text = false
   ): ZlibOutcome | Effect.Effect<ZlibOutcome> {
     const op = new Operation(input, limit, trailer, text)
-    if (this.pending === 0) {
+    op.seq = ++this.started
+    if (this.current === undefined && this.waiters === undefined) {
       // The common case: nothing else in progress and the message fits in one step.
-      return this.step(op) ?? this.exclusive(this.resume(op))
+      if (this.handle) {
+        this.checkOrder(op)
+        const outcome = this.step(op)
+        if (outcome !== undefined) return outcome
+        op.state = "fed"
+        this.current = op
+      } else if (this.shared) {
+        const outcome = this.oneShot(op)
+        if (outcome !== undefined) return outcome
+      }
     }
-    return this.exclusive(Effect.suspend(() => {
-      const outcome = this.step(op)
-      return outcome === undefined ? this.resume(op) : Effect.succeed(outcome)
-    }))
+    return Effect.uninterruptibleMask((restore) => this.turn(op, restore))
   }
 
-  /** Runs `effect` holding the context (later operations wait for it). */
-  private exclusive(effect: Effect.Effect<ZlibOutcome>): Effect.Effect<ZlibOutcome> {
-    this.pending++
-    return Effect.ensuring(
-      Semaphore.withPermit(this.mutex, effect),
+  /**
+   * Runs `op` once the context is its to use: now when zlib holds part of it or of nothing, or
+   * of a message whose continuation is not running (which loses it); later when another
+   * message is running. Interruptible only while waiting and between steps.
+   */
+  private turn(
+    op: Operation,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<ZlibOutcome> {
+    const current = this.current
+    if (current !== undefined && current !== op) {
+      if (current.state === "running") return Effect.flatMap(restore(this.waitTurn()), () => this.turn(op, restore))
+      // Fed during its hook call, but its continuation is not running: it may never run (its
+      // fiber was interrupted first). The context is dropped; if it does run, it starts over.
+      this.abandon(current)
+      current.restart()
+    }
+    const fed = op.state === "fed"
+    if (!fed) this.checkOrder(op)
+    op.state = "running"
+    this.current = op
+    return Effect.onExit(restore(this.steps(op, fed)), () =>
       Effect.sync(() => {
-        this.pending--
-      })
-    )
-  }
-
-  /** The remaining steps of an operation, yielding between them. */
-  private resume(op: Operation): Effect.Effect<ZlibOutcome> {
-    const loop: Effect.Effect<ZlibOutcome> = Effect.flatMap(Effect.yieldNow, () => {
-      const outcome = this.step(op)
-      return outcome === undefined ? loop : Effect.succeed(outcome)
-    })
-    return Effect.onInterrupt(loop, () =>
-      Effect.sync(() => {
-        // Interrupted mid-message: the context's state is unknown, start afresh next time.
-        this.broken = true
+        // Interrupted (or a defect) between steps: zlib holds part of a message nobody will finish.
+        if (op.state !== "done") this.abandon(op)
+        this.wakeAll()
       }))
+  }
+
+  /** An inflater with context takeover must see the peer's messages in order: one that was skipped is lost. */
+  private checkOrder(op: Operation): void {
+    if (op.seq !== this.expected && this.kind === "inflate" && !this.shared) this.lost = true
+  }
+
+  /** Waits until the running message finishes (or gives up: then nothing is owed to anyone). */
+  private waitTurn(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      const waiter = () => resume(Effect.void)
+      ;(this.waiters ??= []).push(waiter)
+      return Effect.sync(() => {
+        const waiters = this.waiters
+        const i = waiters === undefined ? -1 : waiters.indexOf(waiter)
+        if (i !== -1) waiters!.splice(i, 1)
+        if (waiters?.length === 0) this.waiters = undefined
+      })
+    })
+  }
+
+  private wakeAll(): void {
+    const waiters = this.waiters
+    if (waiters === undefined) return
+    this.waiters = undefined
+    for (const waiter of waiters) waiter()
+  }
+
+  /** The steps of a message, yielding between them (first, when its first step ran during the hook call). */
+  private steps(op: Operation, yieldFirst: boolean): Effect.Effect<ZlibOutcome> {
+    if (!this.handle) {
+      return Effect.suspend(() => {
+        const outcome = this.shared ? this.oneShot(op) : undefined
+        return outcome === undefined ? this.streamed(op) : Effect.succeed(outcome)
+      })
+    }
+    const loop: Effect.Effect<ZlibOutcome> = Effect.suspend(() => {
+      const outcome = this.step(op)
+      return outcome === undefined ? Effect.andThen(Effect.yieldNow, loop) : Effect.succeed(outcome)
+    })
+    return yieldFirst ? Effect.andThen(Effect.yieldNow, loop) : loop
   }
 
   /** One synchronous step: the outcome, or `undefined` when the step budget ran out first. */
   private step(op: Operation): ZlibOutcome | undefined {
-    if (this.released) return { _tag: "Failed", error: new Error("the zlib context was released") }
-    if (this.broken) {
-      this.broken = false
-      this.drop()
+    const outcome = this.stepOnce(op)
+    return outcome === undefined ? undefined : this.settle(op, outcome)
+  }
+
+  /** The message is over (whatever its outcome): the context is free. */
+  private settle(op: Operation, outcome: ZlibOutcome): ZlibOutcome {
+    op.state = "done"
+    this.expected = op.seq + 1
+    if (this.current === op) this.current = undefined
+    return outcome
+  }
+
+  /**
+   * Public API without context takeover: a message of at most half a step in one `*Sync` call
+   * (zlib's own context, freed at once), inflating at most `min(limit, STEP_BYTES)` bytes. The
+   * outcome, or `undefined` when the message is larger (it is then streamed).
+   */
+  private oneShot(op: Operation): ZlibOutcome | undefined {
+    let length = 0
+    for (const piece of op.input) length += piece.length
+    if (length > STEP_BYTES / 2) return undefined
+    if (this.released) return this.settle(op, { _tag: "Failed", error: new Error("the zlib context was released") })
+    const input = op.input.length === 1 ? op.input[0]! : Buffer.concat(op.input, length)
+    const cap = Math.min(op.limit, STEP_BYTES)
+    let outcome: ZlibOutcome
+    try {
+      if (this.kind === "deflate") {
+        outcome = { _tag: "Done", output: ownCopy(Zlib.deflateRawSync(input, { ...this.options, finishFlush: SYNC_FLUSH })) }
+      } else {
+        const result = Zlib.inflateRawSync(input, {
+          windowBits: this.options.windowBits!,
+          finishFlush: SYNC_FLUSH,
+          maxOutputLength: Math.max(1, cap),
+          info: true
+        }) as unknown as { readonly buffer: Buffer; readonly engine: Zlib.InflateRaw }
+        if (result.buffer.length > op.limit) outcome = { _tag: "TooBig", limit: op.limit }
+        else if (length - result.engine.bytesWritten > op.trailer) {
+          outcome = { _tag: "Failed", error: new Error("data after the final deflate block") }
+        } else if (op.text && !Utf8.isValidUtf8(result.buffer)) outcome = INVALID_UTF8
+        else outcome = { _tag: "Done", output: ownCopy(result.buffer) }
+      }
+    } catch (error) {
+      if ((error as { readonly code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") {
+        if (op.limit > cap) return undefined // more than a step's worth: stream it, stopping at the limit
+        outcome = { _tag: "TooBig", limit: op.limit }
+      } else {
+        outcome = { _tag: "Failed", error: error instanceof Error ? error : new Error(String(error)) }
+      }
     }
+    return this.settle(op, outcome)
+  }
+
+  /**
+   * Public API: the message through a stream (this direction's, with context takeover; a new
+   * one, closed afterwards, without), written whole and flushed with `Z_SYNC_FLUSH`. The output
+   * arrives as the stream's `data` events before the flush completes; inflation stops at the
+   * first chunk past `limit` (the stream is closed). A stream that ended (BFINAL) is replaced.
+   */
+  private streamed(op: Operation): Effect.Effect<ZlibOutcome> {
+    return Effect.callback<ZlibOutcome>((resume) => {
+      let settled = false
+      const finish = (outcome: ZlibOutcome) => {
+        if (settled) return
+        settled = true
+        this.sink = undefined
+        this.failure = undefined
+        resume(Effect.succeed(this.settle(op, outcome)))
+      }
+      if (this.released) return finish({ _tag: "Failed", error: new Error("the zlib context was released") })
+      if (this.lost) return finish(LOST)
+      const stream = this.open()
+      const input = op.input.length === 1 ? op.input[0]! : Buffer.concat(op.input)
+      const before = stream.bytesWritten
+      const fail = (error: Error) => {
+        if (settled) return
+        this.drop()
+        finish({ _tag: "Failed", error })
+      }
+      this.sink = (chunk) => {
+        if (settled) return
+        op.total += chunk.length
+        if (op.total > op.limit) {
+          this.drop()
+          finish({ _tag: "TooBig", limit: op.limit })
+        } else if (op.text && !validText(op, chunk, 0, chunk.length)) {
+          this.drop() // mid-message: the context's state is of no use any more
+          finish(INVALID_UTF8)
+        } else {
+          op.chunks.push(chunk)
+        }
+      }
+      this.failure = fail
+      stream.write(input)
+      stream.flush(SYNC_FLUSH, () => {
+        if (settled || this.stream !== stream) return
+        if (stream.errored != null || stream.destroyed) return fail(stream.errored ?? new Error("zlib failed"))
+        const unconsumed = input.length - (stream.bytesWritten - before)
+        if (unconsumed > op.trailer) return fail(new Error("data after the final deflate block"))
+        // Nothing carries over, or the peer's stream ended (its next message starts a new one).
+        if (this.shared || unconsumed > 0) this.drop()
+        // The whole message was inflated; its text must not end inside a character.
+        finish(op.text && op.utf8 !== 0 ? INVALID_UTF8 : { _tag: "Done", output: Buffer.concat(op.chunks, op.total) })
+      })
+    })
+  }
+
+  private stepOnce(op: Operation): ZlibOutcome | undefined {
+    if (this.released) return { _tag: "Failed", error: new Error("the zlib context was released") }
+    if (this.lost) return LOST
     const stream = this.open()
     const { _handle: handle, _writeState: state } = internalsOf(stream)
     if (handle == null || state === undefined) return this.fail(op, new Error("the zlib handle is closed"))
@@ -426,16 +737,10 @@ class ZlibContext {
       const availIn = state[1]!
       const produced = outLength - availOut
       const consumed = inLength - availIn
-      if (op.text && produced > 0) {
-        validator.state = op.utf8
-        // Small integers (`| 0`): the counts come from a Uint32Array, and a non-Smi argument would
-        // deoptimize the validator shared with the frame parser into slower code for everyone.
-        if (validator.update(scratch, used | 0, (used + produced) | 0) !== -1) {
-          op.chunks.length = 0
-          this.drop() // mid-message: the context's state is of no use any more
-          return INVALID_UTF8
-        }
-        op.utf8 = validator.state
+      if (op.text && produced > 0 && !validText(op, scratch, used, used + produced)) {
+        op.chunks.length = 0
+        this.drop() // mid-message: the context's state is of no use any more
+        return INVALID_UTF8
       }
       used += produced
       op.total += produced
@@ -480,6 +785,9 @@ class ZlibContext {
   }
 }
 
+/** `buffer`, or a copy at its size when it is a small view of a larger allocation (node:zlib's output chunk). */
+const ownCopy = (buffer: Buffer): Buffer => buffer.byteLength * 2 < buffer.buffer.byteLength ? Buffer.from(buffer) : buffer
+
 const clampInt = (value: number | undefined, min: number, max: number, fallback: number): number =>
   value === undefined || !Number.isFinite(value) ? fallback : Math.min(max, Math.max(min, Math.trunc(value)))
 
@@ -516,7 +824,7 @@ class Instance implements PerMessageDeflateExtension {
 
   constructor(config: PerMessageDeflateConfig) {
     this.config = config
-    this.protocols = isSupported() ? [Negotiation.makeDeflateOffer(clientConfigOf(config))] : []
+    this.protocols = [Negotiation.makeDeflateOffer(clientConfigOf(config))]
     this.level = clampInt(config.level, -1, 9, Zlib.constants.Z_DEFAULT_COMPRESSION)
     this.memLevel = clampInt(config.memLevel, 1, 9, 8)
     this.threshold = config.compressIfBiggerThan === undefined || Number.isNaN(config.compressIfBiggerThan)
@@ -533,7 +841,6 @@ class Instance implements PerMessageDeflateExtension {
 
   readonly clientNegotiation = (negotiated: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>): boolean => {
     const answers = negotiated.filter((h) => h.name === KEY)
-    if (this.protocols.length === 0) return false
     // More than one answer for one offer is invalid (RFC 7692 §5); the adapter then fails the handshake.
     if (answers.length !== 1) return false
     const params = Negotiation.acceptDeflateResponse(answers[0]!, clientConfigOf(this.config))
@@ -545,7 +852,6 @@ class Instance implements PerMessageDeflateExtension {
   readonly serverNegotiation = (
     requested: ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader>
   ): ReadonlyArray<ExtensionHeader.WebSocketExtensionHeader> => {
-    if (!isSupported()) return []
     const agreement = Negotiation.negotiateDeflateServer(requested, serverConfigOf(this.config))
     if (agreement === undefined) return []
     this.setup("server", agreement.params)
@@ -574,20 +880,32 @@ class Instance implements PerMessageDeflateExtension {
     )
   }
 
-  private shouldCompress(message: Extension.Message): boolean {
+  /** Whether to compress `message`: true, false, or what `compressIf` threw (wrapped, to tell it from a value). */
+  private shouldCompress(message: Extension.Message): boolean | { readonly thrown: unknown } {
     if (message.rsv1) return false
     if (message.payload.length <= this.threshold) return false
-    return this.config.compressIf === undefined || this.config.compressIf(message)
+    if (this.config.compressIf === undefined) return true
+    try {
+      return this.config.compressIf(message)
+    } catch (thrown) {
+      return { thrown }
+    }
   }
 
-  /** The message `outgoingUnchanged` last found to need compressing: its hook call does not ask `compressIf` again. */
+  /**
+   * The message `outgoingUnchanged` last found not to pass through, and why (compress it, or
+   * `compressIf` threw): its hook call does not ask `compressIf` again.
+   */
   private toCompress: Extension.Message | undefined = undefined
+  private decision: true | { readonly thrown: unknown } = true
 
   // Methods (the session calls them on the extension), so an instance holds no closures for them.
   outgoingUnchanged(message: Extension.Message): boolean {
-    const unchanged = this.deflater === undefined || !this.shouldCompress(message)
-    this.toCompress = unchanged ? undefined : message
-    return unchanged
+    const decision = this.deflater === undefined ? false : this.shouldCompress(message)
+    // A throwing compressIf: the hook reports it (`ExtensionError`), so this never throws.
+    this.toCompress = decision === false ? undefined : message
+    if (decision !== false) this.decision = decision
+    return decision === false
   }
 
   incomingUnchanged(message: Extension.Message): boolean {
@@ -598,9 +916,12 @@ class Instance implements PerMessageDeflateExtension {
     message: Extension.Message
   ): Effect.Effect<Extension.Message, Errors.ExtensionError> => {
     const deflater = this.deflater
-    const decided = this.toCompress === message
+    const decision = this.toCompress === message ? this.decision : deflater === undefined ? false : this.shouldCompress(message)
     this.toCompress = undefined
-    if (deflater === undefined || !(decided || this.shouldCompress(message))) return Effect.succeed(message)
+    if (deflater === undefined || decision === false) return Effect.succeed(message)
+    if (decision !== true) {
+      return Effect.fail(extensionError(`compressIf threw: ${String(decision.thrown)}`.slice(0, 120), decision.thrown))
+    }
     if (this.released) return Effect.fail(extensionError("permessage-deflate used after release"))
     const started = deflater.start([message.payload], Number.POSITIVE_INFINITY, 0)
     return Effect.isEffect(started) ? Effect.flatMap(started, (o) => compressed(message, o)) : compressed(message, started)
@@ -651,7 +972,7 @@ const compressed = (message: Extension.Message, outcome: ZlibOutcome): Effect.Ef
 const inflated = (
   message: Extension.Message,
   outcome: ZlibOutcome
-): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig> => {
+): Effect.Effect<Extension.Message, Errors.ProtocolViolation | Errors.FrameTooBig | Errors.ExtensionError> => {
   switch (outcome._tag) {
     case "Done":
       return Effect.succeed(makeMessage(message, false, outcome.output))
@@ -669,6 +990,8 @@ const inflated = (
       )
     case "InvalidUtf8":
       return Effect.fail(new Errors.ProtocolViolation({ kind: "InvalidUtf8", code: 1007, message: "Text message is not valid UTF-8" }))
+    case "Lost":
+      return Effect.fail(extensionError("A message was abandoned mid-inflation: the peer's compressed stream cannot be decoded"))
   }
 }
 

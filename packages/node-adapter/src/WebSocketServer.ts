@@ -310,7 +310,12 @@ export const make = Effect.fnUntraced(function*<E, R, RV = never>(
      * `destroy` move to it. The TCP socket under it closes with it. The record keeps its deadline.
      */
     https.on("secureConnection", (socket: Tls.TLSSocket & ConnectionSocket) => {
-      // Node's TLSSocket keeps the socket it wraps as `_parent` (not in its typings).
+      // Node's TLSSocket keeps the socket it wraps as `_parent` (not in its typings). No public
+      // API relates the two: `tls.TLSSocket` exposes no property for the socket it wraps, and
+      // the server's `connection` and `secureConnection` events each carry one socket with
+      // nothing to match them by but the address tuple (a map entry per connection, and
+      // `undefined` once a socket is destroyed). Where `_parent` is missing (another runtime),
+      // the connection is refused below rather than left without a record.
       const tcp = (socket as unknown as { readonly _parent?: ConnectionSocket | null })._parent
       const connection = tcp?.[kConnection]
       if (tcp == null || connection === undefined || connection.socketClosed || connection.socket !== tcp) {
