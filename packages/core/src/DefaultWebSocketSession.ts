@@ -172,7 +172,10 @@ export interface WebSocketSession {
   readonly sendFrame: (frame: Frame.Frame) => Effect.Effect<void, SendError | InvalidCloseReason>
   /** A sink that sends every string (Text) or byte array (Binary) it receives. */
   readonly outgoing: Sink.Sink<void, string | Uint8Array, never, SendError>
-  /** Completes once every frame sent before it was handed to the transport. Never fails. */
+  /**
+   * Completes once every frame sent before it was handed to the transport, or once the writer
+   * stopped (the scope closed or the transport failed: those frames may never be written). Never fails.
+   */
   readonly flush: Effect.Effect<void>
   /**
    * Starts the close handshake with `reason` (default 1000) and waits until our Close is handed to
