@@ -30,8 +30,13 @@ const relay = (port: number) =>
       (resume) => {
         const up: Array<Buffer> = []
         const down: Array<Buffer> = []
-        const server = Net.createServer((client) => {
-          const upstream = Net.connect(port, "127.0.0.1")
+        // Half-open on both legs, a FIN passed on as a FIN: the client half-closes right after its
+        // Close, and the server's Close reply must still reach it (a relay that hung up on the
+        // client's FIN would drop it, and the client would rightly report 1006).
+        const server = Net.createServer({ allowHalfOpen: true }, (client) => {
+          const upstream = Net.connect({ port, host: "127.0.0.1", allowHalfOpen: true })
+          client.on("end", () => upstream.end())
+          upstream.on("end", () => client.end())
           for (const socket of [client, upstream]) {
             socket.on("error", () => {})
             socket.on("close", () => {

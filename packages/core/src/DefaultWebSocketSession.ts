@@ -18,9 +18,13 @@
  *
  * Close reasons (RFC 6455 §7.1.5 and design.md §5):
  * - the peer sent the first Close: its code and reason (1005 when it had no code), echoed back;
- * - we sent the first Close (`close`, `closeExceptionally`, `run`, scope close): the reason we sent;
+ * - we sent the first Close (`close`, `closeExceptionally`, `run`, scope close): the reason we sent,
+ *   once the peer's Close arrived (a server closing its scope does not wait for it);
  * - a violation, a too-big message or an incoming overflow: the code we sent (1002/1007/1009/1008);
  * - ping timeout: 1011 "Ping timeout"; close timeout or EOF/reset without a Close: 1006 (never sent).
+ *   Also when our Close went out and the peer then dropped the connection (EOF or reset) without
+ *   its own, as `ws` does: the handshake did not complete. The session ends with `AbnormalClosure`,
+ *   whose `sent` is the Close we had sent.
  *
  * Replies before the Close: when the peer's input turns bad (a frame with RSV bits no extension
  * claims, a reserved opcode, a continuation with nothing to continue, invalid UTF-8, a message
@@ -49,6 +53,7 @@ import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Queue, Schedul
 import * as ChannelsConfig from "./ChannelsConfig.ts"
 import { defineFlags } from "./internal/flags.ts"
 import {
+  AbnormalClosure,
   ChannelOverflow,
   CloseTimeout,
   type ExtensionNotFound,
@@ -172,7 +177,10 @@ export interface WebSocketSession {
   readonly sendFrame: (frame: Frame.Frame) => Effect.Effect<void, SendError | InvalidCloseReason>
   /** A sink that sends every string (Text) or byte array (Binary) it receives. */
   readonly outgoing: Sink.Sink<void, string | Uint8Array, never, SendError>
-  /** Completes once every frame sent before it was handed to the transport. Never fails. */
+  /**
+   * Completes once every frame sent before it was handed to the transport, or once the writer
+   * stopped (the scope closed or the transport failed: those frames may never be written). Never fails.
+   */
   readonly flush: Effect.Effect<void>
   /**
    * Starts the close handshake with `reason` (default 1000) and waits until our Close is handed to
@@ -1188,8 +1196,11 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
   onEnd(end: RawIncomingError | Cause.Done): Effect.Effect<void> | undefined {
     if (!Cause.isDone(end)) {
       if (end._tag === "AbnormalClosure") {
-        if (this.sentFirst !== undefined && end.cause.reason === "Eof") {
-          this.finish(new ConnectionClosed({ initiator: "local", reason: this.sentFirst }), this.sentFirst)
+        const sent = this.sentFirst
+        if (sent !== undefined) {
+          // Our Close went out (or is queued) and the peer ended (EOF or reset) without its own:
+          // the close handshake never completed, so 1006 (RFC 6455 §7.1.5), keeping what we sent.
+          this.finish(new AbnormalClosure({ cause: end.cause, sent }), ABNORMAL_EOF)
         } else {
           // The peer's input ended without a Close: say goodbye if we still can, report 1006 locally.
           this.sendClose(NORMAL)

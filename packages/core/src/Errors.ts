@@ -74,10 +74,19 @@ export class CloseTimeout extends Data.TaggedError("CloseTimeout")<{
   }
 }
 
-/** The connection ended without a Close frame from the peer (EOF or reset): reported locally as 1006. */
-export class AbnormalClosure extends Data.TaggedError("AbnormalClosure")<{ readonly cause: TransportClosed }> {
+/**
+ * The connection ended without a Close frame from the peer (EOF or reset): reported locally as
+ * 1006 (RFC 6455 §7.1.5), also when we had sent a Close the peer never answered. `sent` is the
+ * Close we had sent (or queued) by then, if any: the peer received it, or may have, but never
+ * replied. Absent when the peer vanished while we had sent no Close.
+ */
+export class AbnormalClosure extends Data.TaggedError("AbnormalClosure")<{
+  readonly cause: TransportClosed
+  readonly sent?: CloseReason.CloseReason
+}> {
   override get message(): string {
-    return `Connection closed without a Close frame (${this.cause.reason})`
+    const sent = this.sent === undefined ? "" : `; we had sent Close ${this.sent.code}`
+    return `Connection closed without a Close frame (${this.cause.reason})${sent}`
   }
 }
 

@@ -98,6 +98,11 @@ class WriterExtra {
   failure: TransportClosed | undefined = undefined
   /** `afterRun` bound to the writer, created when a writer fiber first had to wait. */
   boundAfterRun: (() => void) | undefined = undefined
+  /**
+   * Flush requests the writer fiber took into the batch it is writing, completed after the write,
+   * or by `stop` when the fiber is interrupted during it (else their waiters would wait forever).
+   */
+  takenFlushes: Array<Deferred.Deferred<void>> | undefined = undefined
 }
 
 /**
@@ -436,7 +441,6 @@ export class WebSocketWriter {
   private static *loop(this: WebSocketWriter): Generator<Effect.Effect<unknown, never, never>, void, never> {
     const self = this
     const frames: Array<Frame.Frame> = []
-    const flushes: Array<Deferred.Deferred<void>> = []
     const out: Array<Uint8Array> = []
     while (!self.stopped && self.items !== undefined) {
       const items = self.drain()
@@ -467,7 +471,8 @@ export class WebSocketWriter {
         const item = items[i]!
         if (item._tag === "PongSignal") continue
         if (item._tag === "Flush") {
-          flushes.push(item.done)
+          // Kept on the writer, not in a local: `stop` completes them if this fiber is interrupted.
+          ;((self.extra ??= new WriterExtra()).takenFlushes ??= []).push(item.done)
           continue
         }
         if (sawClose) continue // nothing is accepted after a Close; defensive
@@ -484,8 +489,7 @@ export class WebSocketWriter {
         yield* self.transport.end
       }
       if (self.failure !== undefined) self.stopped = true
-      for (const d of flushes) Deferred.doneUnsafe(d, Effect.void)
-      flushes.length = 0
+      self.completeTakenFlushes()
       self.wakeSenders()
     }
   }
@@ -505,13 +509,23 @@ export class WebSocketWriter {
       }))
   }
 
+  /** Completes the flush requests taken into the batch (written, or never to be: the writer stopped). */
+  private completeTakenFlushes(): void {
+    const extra = this.extra
+    const flushes = extra?.takenFlushes
+    if (flushes === undefined) return
+    extra!.takenFlushes = undefined
+    for (const d of flushes) Deferred.doneUnsafe(d, Effect.void)
+  }
+
   private stop(): void {
     if (this.stoppedFully) return
     this.stoppedFully = true
     this.stopped = true
     this.closedForSending = true
     this.wakeSenders()
-    // Complete any flush still queued.
+    // Complete the flushes taken into a batch whose write was interrupted, then any still queued.
+    this.completeTakenFlushes()
     for (const item of this.drain()) if (item._tag === "Flush") Deferred.doneUnsafe(item.done, Effect.void)
     // Pongs not written will never be: release them and a reader waiting for room.
     const pongs = this.pongs

@@ -261,16 +261,26 @@ describe("DefaultWebSocketSession: closing (every ending path completes closeRea
       yield* closeAndCheck
     }))
 
-  it.effect("closed by us, the peer hangs up (EOF) without a Close reply: closeReason is still what we sent", () =>
+  it.effect("closed by us, the peer hangs up (EOF or reset) without a Close reply: 1006, AbnormalClosure keeps what we sent (both roles)", () =>
     Effect.gen(function*() {
-      const { session, peer, closeAndCheck } = yield* setup()
-      yield* session.close(CloseReason.CloseReason(1000, "done"))
-      assert.deepStrictEqual(peerClose(yield* peer.next), [1000, "done"])
-      yield* peer.transport.end
-      const error = yield* Effect.flip(session.receive)
-      assert.deepStrictEqual([error._tag, error._tag === "ConnectionClosed" && error.initiator], ["ConnectionClosed", "local"])
-      assert.deepStrictEqual(yield* reasonOf(session), { code: 1000, message: "done" })
-      yield* closeAndCheck
+      for (const role of ["server", "client"] as const) {
+        for (const end of ["Eof", "Reset"] as const) {
+          const label = `${role} ${end}`
+          const { session, peer, closeAndCheck } = yield* setup({ role })
+          yield* session.close(CloseReason.CloseReason(1000, "done"))
+          assert.deepStrictEqual(peerClose(yield* peer.next), [1000, "done"], label)
+          yield* end === "Eof" ? peer.transport.end : peer.transport.reset
+          const error = yield* Effect.flip(session.receive)
+          assert.strictEqual(error._tag, "AbnormalClosure", label)
+          if (error._tag === "AbnormalClosure") {
+            assert.strictEqual(error.cause.reason, end, label)
+            assert.deepStrictEqual(error.sent, { code: 1000, message: "done" }, label)
+          }
+          // RFC 6455 §7.1.5: no Close was received, so the close code is 1006 (never sent).
+          assert.deepStrictEqual(yield* reasonOf(session), { code: 1006, message: "Connection closed without a Close frame" }, label)
+          yield* closeAndCheck
+        }
+      }
     }))
 
   it.effect("closed by the peer: its Close is echoed (same code and reason) and becomes closeReason", () =>
