@@ -122,6 +122,21 @@ describe("DefaultWebSocketSession: fragments hold the send gate (issue #22)", ()
       }
     }))
 
+  it.effect("the session ending while a fragmented message is open releases the gate: waiting senders fail with OutgoingClosed", () =>
+    Effect.gen(function*() {
+      const { session, peer, close } = yield* setup()
+      yield* session.sendFrame(Frame.text("a", { fin: false }))
+      const waiting = yield* Effect.forkChild(session.send("x"), { startImmediately: true })
+      yield* settle
+      assert.isUndefined(waiting.pollUnsafe())
+      yield* peer.send(Frame.close()) // the peer closes; the owner (this fiber) is still running
+      assert.strictEqual((yield* Effect.flip(Fiber.join(waiting)))._tag, "OutgoingClosed")
+      assert.strictEqual((yield* Effect.flip(session.sendFrame(Frame.continuation(utf8("b")))))._tag, "OutgoingClosed")
+      assert.strictEqual(shown(yield* peer.next), "Text(more):a")
+      assert.strictEqual(shown(yield* peer.next), "Close:[1005,\"\"]")
+      yield* close
+    }))
+
   it.effect("a new message from the fiber whose fragmented message is open closes the session with 1011 and fails with OutgoingClosed", () =>
     Effect.gen(function*() {
       const { session, peer, close } = yield* setup()
