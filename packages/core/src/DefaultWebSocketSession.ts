@@ -173,6 +173,25 @@ export interface WebSocketSession {
    * Sends a frame. Whole Text/Binary messages go through the extensions; fragments, Ping and Pong
    * are sent as they are; a Close frame is `close` with its reason (`InvalidCloseReason` if the
    * payload is not a sendable Close payload).
+   *
+   * A fragmented message (a Text/Binary frame without `fin`, then Continuation frames up to one
+   * with `fin`) holds the send gate from its first frame until its final one was queued: whole
+   * messages (`send`, `sendFrame`, `outgoing`) and other fragmented messages sent meanwhile by
+   * other fibers wait, in call order, and go out after the final fragment; none can come between
+   * two fragments or overtake a message the extensions are still processing. Its first frame
+   * waits for the gate like a whole message. Ping, Pong and Close are not held (RFC 6455 §5.4
+   * allows control frames between fragments). A Continuation while no message is open is sent
+   * as it is (the peer fails it with 1002).
+   *
+   * The bound: the message belongs to the fiber that sent its latest fragment (so it can be
+   * handed over: another fiber may send the next fragment, and then owns it). When that fiber
+   * ends (returns, fails or is interrupted) before the final fragment was queued, or sends a new
+   * whole or fragmented message itself while its message is open, the message is abandoned: the
+   * session closes with 1011 "Fragmented message left open" (a Close may come between fragments;
+   * a truncated message is never completed on the peer's side), the gate is passed on, and every
+   * sender waiting for it fails with `OutgoingClosed`, as does the new message. The session
+   * ending any other way also releases the gate. A session that never sends fragments pays
+   * nothing for this (one bit test per whole message without extensions).
    */
   readonly sendFrame: (frame: Frame.Frame) => Effect.Effect<void, SendError | InvalidCloseReason>
   /** A sink that sends every string (Text) or byte array (Binary) it receives. */
@@ -253,6 +272,7 @@ const ABNORMAL_EOF = CloseReason.CloseReason(1006, "Connection closed without a 
 const ABNORMAL_TIMEOUT = CloseReason.CloseReason(1006, "Close handshake timed out")
 const PING_TIMEOUT = CloseReason.CloseReason(1011, "Ping timeout")
 const INCOMING_OVERFLOW = CloseReason.CloseReason(1008, "Incoming queue overflow")
+const FRAGMENT_LEFT_OPEN = CloseReason.CloseReason(1011, "Fragmented message left open")
 
 /** Whether an effect is already a successful `Exit` (an extension hook that completed during its call). */
 const completed = <A, E>(effect: Effect.Effect<A, E>): effect is Exit.Success<A, E> =>
@@ -393,6 +413,12 @@ class Extra {
   sentFirst: CloseReason.CloseReason | undefined = undefined
   /** Senders waiting for the send gate (see `Session.sendMessage`). */
   sendGateWaiters: Array<() => void> | undefined = undefined
+  /**
+   * While an outgoing fragmented message is open (it holds the send gate, see `sendFrame`): the
+   * fiber that sent its latest fragment, and how to stop watching that fiber's end.
+   */
+  fragmentOwner: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  stopWatchingOwner: (() => void) | undefined = undefined
   /** A failure caused by the peer's input, held back until the application took the earlier messages (`Session.failAfterDrain`). */
   pendingFailure: { readonly error: SessionError; readonly reason: CloseReason.CloseReason } | undefined = undefined
   /** Fibers besides the raw ones (pinger, closer, a queue pump). */
@@ -975,6 +1001,7 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     if (extra.closeReasonDeferred !== undefined) Deferred.doneUnsafe(extra.closeReasonDeferred, Exit.succeed(reason))
     this.failInbox(error)
     this.writer.closeForSending()
+    this.endFragmentedMessage() // its owner's next fragment fails; the senders waiting for the gate too
     extra.awaitedPong = undefined
     if (this.draining) this.wakeDrainWaiter() // ended some other way: a held-back failure stops waiting
   }
@@ -1446,17 +1473,34 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
   // ---- Sending ----
 
   private sendMessage(message: Message): Effect.Effect<void, SendError> {
-    if (this.extensions.length === 0) return this.enqueueMessage(message)
-    return Effect.suspend(() => {
-      if (!this.sendGateBusy) {
-        // The gate is free: taken here and, in the common case, released before returning.
-        this.sendGateBusy = true
-        return this.processAndEnqueue(message, undefined)
-      }
-      return Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(this.awaitSendGate()), () => this.processAndEnqueue(message, restore))
-      )
-    })
+    if (this.extensions.length === 0) {
+      // Without extensions the gate is only ever held by an open fragmented message (and its
+      // waiters): checked when the send runs, at the cost `writer.enqueue`'s own suspension had.
+      return Effect.suspend(() => {
+        if ((this.flags & SEND_GATE_BUSY) !== 0) return this.sendMessageGated(message)
+        const size = this.options.outgoingFragmentSize
+        return (size === undefined || message.payload.length <= size) && this.writer.tryEnqueue(message)
+          ? Effect.void
+          : this.enqueueMessage(message)
+      })
+    }
+    return Effect.suspend(() => this.sendMessageGated(message))
+  }
+
+  /** Sends a message through the send gate (always with extensions; without, only while the gate is held). */
+  private sendMessageGated(message: Message): Effect.Effect<void, SendError> {
+    const owner = this.extra?.fragmentOwner
+    if (owner !== undefined && owner === Fiber.getCurrent()) {
+      this.abandonFragmentedMessage() // its owner starts a new message: it would wait for itself
+    }
+    if (!this.sendGateBusy) {
+      // The gate is free: taken here and, in the common case, released before returning.
+      this.sendGateBusy = true
+      return this.processAndEnqueue(message, undefined)
+    }
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(restore(this.awaitSendGate()), () => this.processAndEnqueue(message, restore))
+    )
   }
 
   /**
@@ -1543,6 +1587,98 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     })
   }
 
+  /**
+   * The first frame of a fragmented message: waits for the send gate (like a whole message), queues
+   * the frame, and keeps the gate until the final fragment (see `sendFrame`). The gate is passed on
+   * if the frame could not be queued (failure, interruption).
+   */
+  private sendFirstFragment(frame: Frame.Frame): Effect.Effect<void, SendError> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const extra = this.extra
+        if (extra?.fragmentOwner !== undefined && extra.fragmentOwner === Fiber.getCurrent()) {
+          this.abandonFragmentedMessage() // its owner starts a new message: it would wait for itself
+        }
+        const queue = (): Effect.Effect<void, SendError> => {
+          if (this.writer.tryEnqueue(frame)) {
+            this.watchFragmentOwner()
+            return Effect.void
+          }
+          return Effect.onExit(restore(this.writer.enqueue(frame)), (exit) =>
+            Effect.sync(() => {
+              if (Exit.isSuccess(exit) && !this.finished) this.watchFragmentOwner()
+              else this.releaseSendGate()
+            }))
+        }
+        if (!this.sendGateBusy) {
+          this.sendGateBusy = true
+          return queue()
+        }
+        return Effect.flatMap(restore(this.awaitSendGate()), queue)
+      })
+    )
+  }
+
+  /**
+   * A Continuation: while a fragmented message is open, its sender becomes the owner and the final
+   * one passes the gate on; otherwise it is sent as it is.
+   */
+  private sendContinuation(frame: Frame.Continuation): Effect.Effect<void, SendError> {
+    return Effect.suspend(() => {
+      if (this.extra?.fragmentOwner === undefined) return this.writer.enqueue(frame)
+      const current = Fiber.getCurrent()
+      if (current !== undefined && current !== this.extra?.fragmentOwner) this.watchFragmentOwner(current)
+      if (!frame.fin) return this.writer.enqueue(frame)
+      if (this.writer.tryEnqueue(frame)) {
+        this.endFragmentedMessage()
+        return Effect.void
+      }
+      return Effect.tap(this.writer.enqueue(frame), () => Effect.sync(() => this.endFragmentedMessage()))
+    })
+  }
+
+  /** Makes `owner` (default: the current fiber) the owner of the open fragmented message (see `sendFrame`). */
+  private watchFragmentOwner(owner: Fiber.Fiber<unknown, unknown> | undefined = Fiber.getCurrent()): void {
+    const extra = this.more
+    extra.stopWatchingOwner?.()
+    extra.fragmentOwner = owner
+    extra.stopWatchingOwner = owner?.addObserver(() => {
+      if (extra.fragmentOwner === owner) this.abandonFragmentedMessage()
+    })
+  }
+
+  /** The open fragmented message is complete (or the session ended): no owner any more, the gate is passed on. */
+  private endFragmentedMessage(): void {
+    const extra = this.extra
+    if (extra?.fragmentOwner === undefined) return
+    extra.stopWatchingOwner?.()
+    extra.stopWatchingOwner = undefined
+    extra.fragmentOwner = undefined
+    this.releaseSendGate()
+  }
+
+  /**
+   * The open fragmented message was left open by its owner (see `sendFrame`): the session closes
+   * with 1011 (before the gate is passed on, so no waiting sender's frame can follow the fragment),
+   * then the gate is passed on (the waiters fail with `OutgoingClosed`).
+   */
+  private abandonFragmentedMessage(): void {
+    if (this.extra?.fragmentOwner === undefined) return
+    let closing = false
+    if (this.draining) {
+      this.applyPendingFailure() // a failure held back for the handler: its Close goes out instead
+      closing = true
+    } else if (!this.finished && !this.writer.closeSent && !this.writer.isClosedForSending) {
+      this.sentFirst = FRAGMENT_LEFT_OPEN
+      this.sendClose(FRAGMENT_LEFT_OPEN)
+      closing = true
+    }
+    this.endFragmentedMessage()
+    // The closer bounds the handshake by `closeTimeout`, as after `close` (this may run in a fiber's
+    // observer, outside any fiber: the closer is forked into the session's scope from a new one).
+    if (closing && !this.closerStarted && !this.scopeClosing) Effect.runForkWith(this.services)(this.beginClosing)
+  }
+
   /** Queues a whole (processed) message, fragmented when `outgoingFragmentSize` asks for it. */
   private enqueueMessage(message: Message): Effect.Effect<void, OutgoingClosed | ChannelOverflow> {
     const size = this.options.outgoingFragmentSize
@@ -1579,7 +1715,9 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
       }
       case "Text":
       case "Binary":
-        return frame.fin ? this.sendMessage(frame) : this.writer.enqueue(frame)
+        return frame.fin ? this.sendMessage(frame) : this.sendFirstFragment(frame)
+      case "Continuation":
+        return this.sendContinuation(frame)
       default:
         return this.writer.enqueue(frame)
     }

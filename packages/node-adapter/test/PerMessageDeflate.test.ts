@@ -201,6 +201,34 @@ describe("PerMessageDeflate messages", () => {
       yield* Scope.close(scope, Exit.void)
     }))
 
+  it.effect("a fragmented message sent while a large one is being compressed neither overtakes it nor lets a later send in between (issue #22)", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* WebSocketServer.make(echo, { host: "127.0.0.1", extensions: PerMessageDeflate.extensions() })
+        .pipe(Scope.provide(scope))
+      const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${server.port}/`, {
+        extensions: PerMessageDeflate.extensions()
+      }).pipe(Scope.provide(scope))
+      // Compressing it takes several steps: the fragments and the small one are sent while the send gate is held.
+      const big = sample(PerMessageDeflate.STEP_BYTES * 3 + 5, 2)
+      const senders = [
+        yield* Effect.forkChild(session.send(big), { startImmediately: true }),
+        yield* Effect.forkChild(
+          Effect.andThen(
+            session.sendFrame(Frame.text("frag a ", { fin: false })),
+            Effect.andThen(Effect.yieldNow, session.sendFrame(Frame.continuation(Buffer.from("frag b"))))
+          ),
+          { startImmediately: true }
+        ),
+        yield* Effect.forkChild(session.send("small after"), { startImmediately: true })
+      ]
+      for (const sender of senders) yield* Fiber.join(sender)
+      const received = [yield* session.receive, yield* session.receive, yield* session.receive]
+      assert.deepStrictEqual(received.map((m) => textOf(m).slice(0, 20)), [big.slice(0, 20), "frag a frag b", "small after"])
+      assert.strictEqual(textOf(received[0]!), big)
+      yield* Scope.close(scope, Exit.void)
+    }))
+
   it.effect("H7: a deflate bomb stops at maxMessageSize without inflating it (FrameTooBig 1009); corrupt data is 1002", () =>
     Effect.gen(function*() {
       const bomb = Zlib.deflateRawSync(Buffer.alloc(256 * 1024 * 1024), { level: 9 }) // ~256 KB
