@@ -20,6 +20,7 @@
  * @module
  */
 import { defineFlags } from "./internal/flags.ts"
+import { dispatchersBy } from "./internal/dispatchers.ts"
 import { CloseReason, type Frame, FrameParser } from "@effect-ws/codec"
 import { Cause, Context, Deferred, Effect, Exit, Fiber, Queue, Scheduler, Scope } from "effect"
 import * as ChannelsConfig from "./ChannelsConfig.ts"
@@ -58,15 +59,7 @@ export interface FrameHandler {
 }
 
 /** One dispatcher per scheduler, shared by every reader (for `startSoon`). */
-const dispatchers = new WeakMap<Scheduler.Scheduler, Scheduler.SchedulerDispatcher>()
-const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispatcher => {
-  let dispatcher = dispatchers.get(scheduler)
-  if (dispatcher === undefined) {
-    dispatcher = scheduler.makeDispatcher()
-    dispatchers.set(scheduler, dispatcher)
-  }
-  return dispatcher
-}
+const dispatcherOf = dispatchersBy()
 
 /** Bits of `WebSocketReader.flags`. */
 const USED_QUEUE = 1

@@ -13,6 +13,7 @@
  * @module
  */
 import { defineFlags } from "./internal/flags.ts"
+import { dispatchersBy } from "./internal/dispatchers.ts"
 import { Frame, Serializer } from "@effect-ws/codec"
 import { Context, Deferred, Effect, Fiber, Scheduler, Scope } from "effect"
 import type { ChannelConfig } from "./ChannelsConfig.ts"
@@ -38,15 +39,7 @@ const NO_ITEMS: ReadonlyArray<Item> = []
 const MAX_BATCH = 1024
 
 /** One dispatcher per scheduler, shared by every writer: wake-ups are deferred to it so frames sent together are written together. */
-const dispatchers = new WeakMap<Scheduler.Scheduler, Scheduler.SchedulerDispatcher>()
-const dispatcherOf = (scheduler: Scheduler.Scheduler): Scheduler.SchedulerDispatcher => {
-  let dispatcher = dispatchers.get(scheduler)
-  if (dispatcher === undefined) {
-    dispatcher = scheduler.makeDispatcher()
-    dispatchers.set(scheduler, dispatcher)
-  }
-  return dispatcher
-}
+const dispatcherOf = dispatchersBy()
 
 /**
  * The serializers of every writer, one masking and one not (instead of one per connection): an
