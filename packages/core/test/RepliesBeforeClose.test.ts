@@ -218,24 +218,35 @@ describe("replies before the Close: how long the session waits for the handler",
   const hello = BAD_INPUTS[0]!
 
   for (const role of ROLES) {
-    it.effect(`${role}, consumeEach: the Close waits until f completed on the messages (f sleeps before answering)`, () =>
-      Effect.gen(function*() {
-        const { ours, peer, send, session, scope } = yield* setup(role, TIMINGS[0]!, hello.bytes)
-        const running = yield* Effect.forkChild(
-          session.consumeEach((m) => Effect.andThen(Effect.sleep("2 seconds"), session.sendFrame(m)))
-        )
-        yield* send
-        yield* settle
-        yield* TestClock.adjust("1999 millis")
-        yield* settle
-        assert.strictEqual(ours.bytesWritten(), 0, "f is still running: nothing written")
-        yield* TestClock.adjust("1 millis")
-        assert.strictEqual(text(yield* peer.next), HELLO)
-        assertClose1002(yield* peer.next, hello.reason)
-        assertProtocolViolation(yield* Fiber.await(running))
-        yield* finishHandshake(peer)
-        yield* Scope.close(scope, Exit.void)
-      }))
+    // consumeEach waits for f on each message; messages waits until the stream pulls again.
+    const slowReaders: ReadonlyArray<readonly [string, (session: DefaultWebSocketSession.WebSocketSession) => Effect.Effect<void, unknown>]> = [
+      [
+        "consumeEach: the Close waits until f completed on the messages (f sleeps before answering)",
+        (session) => session.consumeEach((m) => Effect.andThen(Effect.sleep("2 seconds"), session.sendFrame(m)))
+      ],
+      [
+        "messages: the Close waits until the stream pulls again (runForEach's f sleeps before answering)",
+        (session) => Stream.runForEach(session.messages, (m) => Effect.andThen(Effect.sleep("2 seconds"), session.sendFrame(m)))
+      ]
+    ]
+    for (const [title, read] of slowReaders) {
+      it.effect(`${role}, ${title}`, () =>
+        Effect.gen(function*() {
+          const { ours, peer, send, session, scope } = yield* setup(role, TIMINGS[0]!, hello.bytes)
+          const running = yield* Effect.forkChild(read(session))
+          yield* send
+          yield* settle
+          yield* TestClock.adjust("1999 millis")
+          yield* settle
+          assert.strictEqual(ours.bytesWritten(), 0, "f is still running: nothing written")
+          yield* TestClock.adjust("1 millis")
+          assert.strictEqual(text(yield* peer.next), HELLO)
+          assertClose1002(yield* peer.next, hello.reason)
+          assertProtocolViolation(yield* Fiber.await(running))
+          yield* finishHandshake(peer)
+          yield* Scope.close(scope, Exit.void)
+        }))
+    }
 
     it.effect(`${role}, consumeEach: a bad frame that arrives while f still runs on the message before it waits for f`, () =>
       Effect.gen(function*() {
@@ -281,25 +292,6 @@ describe("replies before the Close: how long the session waits for the handler",
         assert.strictEqual(text(yield* session.receive), HELLO)
         assert.strictEqual((yield* Effect.flip(session.receive))._tag, "ProtocolViolation")
         assert.strictEqual(ours.bytesWritten(), 0)
-        yield* Scope.close(scope, Exit.void)
-      }))
-
-    it.effect(`${role}, messages: the Close waits until the stream pulls again (runForEach's f sleeps before answering)`, () =>
-      Effect.gen(function*() {
-        const { ours, peer, send, session, scope } = yield* setup(role, TIMINGS[0]!, hello.bytes)
-        const running = yield* Effect.forkChild(
-          Stream.runForEach(session.messages, (m) => Effect.andThen(Effect.sleep("2 seconds"), session.sendFrame(m)))
-        )
-        yield* send
-        yield* settle
-        yield* TestClock.adjust("1999 millis")
-        yield* settle
-        assert.strictEqual(ours.bytesWritten(), 0, "f is still running: nothing written")
-        yield* TestClock.adjust("1 millis")
-        assert.strictEqual(text(yield* peer.next), HELLO)
-        assertClose1002(yield* peer.next, hello.reason)
-        assertProtocolViolation(yield* Fiber.await(running))
-        yield* finishHandshake(peer)
         yield* Scope.close(scope, Exit.void)
       }))
 
