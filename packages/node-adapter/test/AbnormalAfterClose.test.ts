@@ -4,11 +4,11 @@
  * code is 1006, and the session ends with `AbnormalClosure` carrying the Close we sent.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { CloseReason, type Frame, FrameParser, Handshake } from "@effect-ws/codec"
+import { CloseReason, type Frame, FrameParser } from "@effect-ws/codec"
 import { Deferred, Effect, Exit } from "effect"
 import type * as Net from "node:net"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
-import { listen } from "./helpers.ts"
+import { listen, switchingProtocols } from "./helpers.ts"
 
 /** A raw peer on 127.0.0.1: answers the upgrade, then drops the socket (`how`) as soon as it read our Close, without a reply. */
 const vanishingPeer = (how: "destroy" | "end", sawClose: Deferred.Deferred<number>) =>
@@ -21,8 +21,7 @@ const vanishingPeer = (how: "destroy" | "end", sawClose: Deferred.Deferred<numbe
       if (!head.includes("\r\n\r\n")) {
         head += chunk.toString("latin1")
         if (!head.includes("\r\n\r\n")) return
-        const accept = Handshake.computeAccept(/Sec-WebSocket-Key: (.*)\r\n/i.exec(head)![1]!)
-        socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
+        socket.write(switchingProtocols(head))
         return
       }
       parser.push(chunk, frames)

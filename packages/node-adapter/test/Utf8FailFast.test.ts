@@ -6,13 +6,13 @@
  * `node:net` server speaks it).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { CloseReason, Frame, FrameParser, Handshake, Serializer } from "@effect-ws/codec"
+import { CloseReason, Frame, FrameParser, Serializer } from "@effect-ws/codec"
 import { DefaultWebSocketSession } from "@effect-ws/core"
 import { Deferred, Effect } from "effect"
 import type * as Net from "node:net"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
 import * as WebSocketServer from "../src/WebSocketServer.ts"
-import { connectRaw, echo, listen, upgradeRequest } from "./helpers.ts"
+import { connectRaw, echo, listen, switchingProtocols, upgradeRequest } from "./helpers.ts"
 
 /** How long the peer waits for the Close before it writes the rest anyway. */
 const WAIT_MS = 2_000
@@ -110,10 +110,7 @@ describe("UTF-8 fail fast over real sockets (Autobahn 6.4.3 timing)", () => {
         socket.on("error", () => {})
         const reader = rawReader(socket, "server")
         void reader.head().then(async (request) => {
-          const key = /Sec-WebSocket-Key: (.*)\r\n/i.exec(request)![1]!
-          socket.write(
-            `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${Handshake.computeAccept(key)}\r\n\r\n`
-          )
+          socket.write(switchingProtocols(request))
           socket.write(wire.subarray(0, bad + 1))
           const code = await reader.closeOrTimeout()
           if (!socket.destroyed) {

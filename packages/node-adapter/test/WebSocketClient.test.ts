@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { type Frame, FrameParser, Handshake } from "@effect-ws/codec"
+import { type Frame, FrameParser } from "@effect-ws/codec"
 import { DefaultWebSocketSession, Errors } from "@effect-ws/core"
 import { Cause, Deferred, Effect, Exit, Scope } from "effect"
 import * as Fs from "node:fs"
@@ -8,7 +8,7 @@ import type * as Net from "node:net"
 import { WebSocketServer as WsServer } from "ws"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
 import * as WebSocketServer from "../src/WebSocketServer.ts"
-import { listen } from "./helpers.ts"
+import { listen, switchingProtocols } from "./helpers.ts"
 
 const fixture = (name: string) => Fs.readFileSync(new URL(`./fixtures/${name}`, import.meta.url))
 
@@ -111,14 +111,13 @@ describe("WebSocketClient", () => {
       })
     })
 
-  const acceptOf = (request: string) => Handshake.computeAccept(/Sec-WebSocket-Key: (.*)\r\n/i.exec(request)![1]!)
 
   it.live("bytes right after the 101 head are the session's first bytes", () =>
     Effect.gen(function*() {
       const { port } = yield* rawServer((request, socket) => {
         const frame = Buffer.from([0x81, 0x05, ...Buffer.from("early")])
         socket.write(Buffer.concat([
-          Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(request)}\r\n\r\n`, "latin1"),
+          Buffer.from(switchingProtocols(request), "latin1"),
           frame
         ]))
       })
@@ -142,7 +141,7 @@ describe("WebSocketClient", () => {
             if (!head.includes("\r\n\r\n")) return
             const hello = Buffer.from("Hello, world!")
             socket.write(Buffer.concat([
-              Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(head)}\r\n\r\n`, "latin1"),
+              Buffer.from(switchingProtocols(head), "latin1"),
               Buffer.from([0x81, hello.length]), hello, // "Hello, world!"
               Buffer.from([0xc1, hello.length]), hello // the same with RSV1, no extension negotiated
             ]))
@@ -170,14 +169,13 @@ describe("WebSocketClient", () => {
     Effect.gen(function*() {
       const { port } = yield* rawServer((request, socket) => {
         const path = /^GET (\S+)/.exec(request)![1]
-        const accept = path === "/wrong-accept" ? "AAAAAAAAAAAAAAAAAAAAAAAAAAA=" : acceptOf(request)
         if (path === "/forbidden") {
           socket.end("HTTP/1.1 403 Forbidden\r\nX-Why: origin\r\nContent-Length: 0\r\n\r\n")
         } else {
-          socket.write(
-            `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n` +
-              (path === "/protocol" ? "Sec-WebSocket-Protocol: other\r\n" : "") + "\r\n"
-          )
+          socket.write(switchingProtocols(request, {
+            ...(path === "/wrong-accept" ? { accept: "AAAAAAAAAAAAAAAAAAAAAAAAAAA=" } : {}),
+            ...(path === "/protocol" ? { extraHeaders: "Sec-WebSocket-Protocol: other\r\n" } : {})
+          }))
         }
       })
       const forbidden = yield* Effect.flip(WebSocketClient.connect(`ws://127.0.0.1:${port}/forbidden`))

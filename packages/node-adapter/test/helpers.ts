@@ -1,7 +1,19 @@
+import { Handshake } from "@effect-ws/codec"
 import { DefaultWebSocketSession } from "@effect-ws/core"
 import { Data, Duration, Effect, type Scope } from "effect"
 import * as Net from "node:net"
 import type { ConnectionHandler } from "../src/WebSocketServer.ts"
+
+/** The `Sec-WebSocket-Accept` value for the key of a raw upgrade request head. */
+export const acceptOf = (request: string): string => Handshake.computeAccept(/Sec-WebSocket-Key: (.*)\r\n/i.exec(request)![1]!)
+
+/**
+ * The 101 head a raw test peer answers an upgrade `request` with (`accept` replaces the computed
+ * `Sec-WebSocket-Accept`; `extraHeaders` are whole `Name: value\r\n` lines).
+ */
+export const switchingProtocols = (request: string, options: { readonly accept?: string; readonly extraHeaders?: string } = {}): string =>
+  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+  `Sec-WebSocket-Accept: ${options.accept ?? acceptOf(request)}\r\n${options.extraHeaders ?? ""}\r\n`
 
 /** A listening TCP server on 127.0.0.1 with an ephemeral port, closed (and its sockets destroyed) with the scope. */
 export const listen = (onConnection: (socket: Net.Socket) => void, options: Net.ServerOpts = {}) =>
