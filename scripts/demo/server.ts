@@ -14,7 +14,7 @@ import { PerMessageDeflate, WebSocketRoute } from "@effect-ws/node-adapter"
 import type { AcceptedUpgrade } from "@effect-ws/node-adapter/ServerHandshake"
 import { Config, Effect, Layer } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
-import { chat, ChatRoom } from "./ChatRoom.ts"
+import { chat, ChatRoom, MAX_LINE } from "./ChatRoom.ts"
 import { echo } from "./Echo.ts"
 import { chatPage } from "./page.ts"
 
@@ -35,19 +35,24 @@ const logged = <E, R>(path: string, handler: (session: WebSocketSession) => Effe
     return Effect.andThen(Effect.forkDetach(line, { startImmediately: true }), handler(session))
   })
 
+/** The largest `/chat` message: one chat line of `MAX_LINE` characters, 4 UTF-8 bytes each at most. */
+const CHAT_MESSAGE_BYTES = MAX_LINE * 4
+
 /** Settings for demo sessions: ping every 30 s (dead peers are dropped after 15 s more). */
 const session = { pingInterval: "30 seconds", pingTimeout: "15 seconds" } as const
 
 const routes = Layer.mergeAll(
   HttpRouter.add("GET", "/", HttpServerResponse.html(chatPage)),
   // Every method reaches the WebSocket handlers, so a non-GET upgrade gets 405 rather than 404.
-  // Both offer permessage-deflate (browsers ask for it); the inflated-size limit matches the session's.
+  // Both offer permessage-deflate (browsers ask for it). A chat message is one line of at most
+  // MAX_LINE characters (4 bytes each at most in UTF-8): frames, messages and their inflated size
+  // are limited to that, so a longer header gets 1009 at once.
   HttpRouter.add(
     "*",
     "/chat",
     WebSocketRoute.handler(logged("/chat", chat), {
-      session: { ...session, maxMessageSize: 64 * 1024 },
-      extensions: PerMessageDeflate.extensions({ maxMessageSize: 64 * 1024 })
+      session: { ...session, maxFrameSize: CHAT_MESSAGE_BYTES, maxMessageSize: CHAT_MESSAGE_BYTES },
+      extensions: PerMessageDeflate.extensions({ maxMessageSize: CHAT_MESSAGE_BYTES })
     })
   ),
   HttpRouter.add("*", "/echo", WebSocketRoute.handler(logged("/echo", echo), { session, extensions: PerMessageDeflate.extensions() }))

@@ -3,8 +3,10 @@
  * time works); get frames, or the first protocol violation with the close code to answer with.
  *
  * A frame that sits inside one chunk is handed out as a zero-copy view of that chunk; a frame
- * that spans chunks is copied once into a buffer of its final size. Masked payloads are unmasked
- * in place, so the parser owns the chunks it is given. It keeps no chunk between pushes, and
+ * that spans chunks is copied into a buffer that grows with the bytes received (never sized by
+ * the header's declared length alone, so a header costs nothing until its bytes come) and ends
+ * at the frame's exact size. Masked payloads are unmasked in place, so the parser owns the
+ * chunks it is given. It keeps no chunk between pushes, and
  * `viewsLastChunk` tells whether any frame of the last push is a view of its chunk (if not, the
  * caller may free or reuse that chunk at once).
  *
@@ -42,6 +44,13 @@ export interface FrameParserOptions {
   readonly role: Role
   /** Largest accepted payload of one frame; a longer header fails 1009 before any payload is buffered. */
   readonly maxFrameSize?: number
+  /**
+   * Largest accepted data message, counted in payload bytes on the wire across its fragments
+   * (default: no limit beyond `maxFrameSize`). Checked at every data frame header against its
+   * declared length plus what the message's earlier frames declared: over it fails 1009
+   * (`MessageTooBig`) before any of that frame's payload is buffered.
+   */
+  readonly maxMessageSize?: number
   /** RSV bits that negotiated extensions allow on data frames; any other set bit fails 1002. */
   readonly allowedRsv?: AllowedRsv
   /**
@@ -58,6 +67,14 @@ export interface FrameParserOptions {
 }
 
 const zeroed = (size: number): Uint8Array => new Uint8Array(size)
+
+/**
+ * The first buffer of a frame that spans chunks holds at least this many bytes (or the whole
+ * frame, when smaller); later buffers at least double, capped at the frame's size.
+ */
+const MIN_PAYLOAD_BUFFER = 4096
+
+const EMPTY = new Uint8Array(0)
 
 const TAGS: ReadonlyArray<Frame.Frame["_tag"]> = [
   "Continuation", "Text", "Binary", "Continuation", "Continuation", "Continuation", "Continuation", "Continuation",
@@ -109,6 +126,8 @@ const invalidUtf8 = (): ProtocolViolation => violation("InvalidUtf8", 1007, "Tex
 export class FrameParser {
   /** Largest accepted payload of one frame; may be changed between pushes. */
   maxFrameSize: number
+  /** Largest accepted data message in wire payload bytes (see the option); may be changed between pushes. */
+  maxMessageSize: number
   private readonly allocate: (size: number) => Uint8Array
   private failure: ProtocolViolation | undefined = undefined
   /**
@@ -130,12 +149,20 @@ export class FrameParser {
   /** Header bytes kept while a header spans chunks (allocated the first time one does, then reused). */
   private header: Uint8Array | undefined = undefined
   private headerFilled = 0
-  /** Payload being assembled while a frame spans chunks. */
+  /**
+   * Payload being assembled while a frame spans chunks: a buffer of at most `payloadLength`
+   * bytes that grows as they arrive (its first `payloadFilled` bytes are the frame's).
+   */
   private payload: Uint8Array | undefined = undefined
   private payloadFilled = 0
+  /** Payload bytes declared by the frames of the open data message before the current frame. */
+  private messageBefore = 0
+  /** Payload bytes declared by the frames of the current data message, the current frame included. */
+  private messageLength = 0
 
   constructor(options: FrameParserOptions) {
     this.maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE
+    this.maxMessageSize = options.maxMessageSize ?? Infinity
     this.allocate = options.allocate ?? zeroed
     this.bits = (options.role === "server" ? EXPECT_MASKED : 0) | rsvMask(options.allowedRsv) |
       (options.validateUtf8 === true ? VALIDATE_UTF8 : 0)
@@ -189,7 +216,11 @@ export class FrameParser {
     return this.failure
   }
 
-  /** Bytes held for an incomplete frame (header and payload): what this parser buffers now. */
+  /**
+   * Bytes allocated for an incomplete frame (header and payload buffer): what this parser holds
+   * now. It grows with the bytes received (at most about twice them, or 4 KiB), not with the
+   * length a header declares.
+   */
   get bufferedBytes(): number {
     return this.headerFilled + (this.payload === undefined ? 0 : this.payload.length)
   }
@@ -281,10 +312,12 @@ export class FrameParser {
         if (!this.messageOpen) {
           return this.fail(violation("UnexpectedContinuation", 1002, "Continuation frame without an open message"))
         }
+        this.messageBefore = this.messageLength
       } else if (this.messageOpen) {
         return this.fail(violation("UnfinishedMessage", 1002, "New data frame while a fragmented message is open"))
       } else {
         // A new message (its validator state starts at 0): text without RSV bits is validated here.
+        this.messageBefore = 0
         const bits = this.bits & FLAGS & ~TEXT_MESSAGE
         this.bits = opcode !== Opcode.Text || rsv !== 0
           ? bits
@@ -335,10 +368,25 @@ export class FrameParser {
     if (this.masked) this.maskKey = readKey(bytes, at + this.headerSize - 4)
   }
 
+  /**
+   * Checks the declared payload length of the current frame: against `maxFrameSize`, and for a
+   * data frame, with what its message's earlier frames declared, against `maxMessageSize`.
+   */
   private checkLength(length: number): boolean {
-    this.payloadLength = length
+    // A length read from 64 bits is computed in floating point: kept as a small integer when it
+    // is one, so the offsets derived from it stay small integers (see `checkUtf8`).
+    this.payloadLength = length <= 0x7fffffff ? length | 0 : length
     if (length > this.maxFrameSize) {
       return this.fail(violation("FrameTooBig", 1009, `Frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`))
+    }
+    if ((this.b0 & 0x08) === 0) {
+      const total = this.messageBefore + length
+      this.messageLength = total
+      if (total > this.maxMessageSize) {
+        return this.fail(
+          violation("MessageTooBig", 1009, `Message of at least ${total} bytes exceeds the limit of ${this.maxMessageSize}`)
+        )
+      }
     }
     return true
   }
@@ -394,8 +442,8 @@ export class FrameParser {
       this.emit(payload, out)
       return pos + length
     }
-    const payload = this.allocate(length)
-    payload.set(chunk.subarray(pos), 0)
+    const payload = available === 0 ? EMPTY : this.allocate(Math.min(length, Math.max(2 * available, MIN_PAYLOAD_BUFFER)))
+    if (available > 0) payload.set(chunk.subarray(pos), 0)
     this.payload = payload
     this.payloadFilled = available
     if ((this.bits & TEXT_FRAME) !== 0) {
@@ -411,13 +459,13 @@ export class FrameParser {
    * chunk's end after a violation).
    */
   private continuePayload(chunk: Uint8Array, out: Array<Frame.Frame>): number {
-    const payload = this.payload!
     const filled = this.payloadFilled
-    const take = Math.min(payload.length - filled, chunk.length)
-    payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), filled)
+    const take = Math.min(this.payloadLength - filled, chunk.length)
     const now = filled + take
+    const payload = now > this.payload!.length ? this.grow(now) : this.payload!
+    payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), filled)
     this.payloadFilled = now
-    const done = now === payload.length
+    const done = now === this.payloadLength // the buffer grows to exactly the frame's size
     if ((this.bits & TEXT_FRAME) !== 0) {
       // `mask` takes the key position modulo 4: byte `filled` of the payload sits at `filled & 3`.
       if (this.masked) mask(payload, this.maskKey, filled, filled, now)
@@ -433,11 +481,23 @@ export class FrameParser {
   }
 
   /**
+   * Replaces the payload buffer by one of at least `needed` bytes (twice the old one, capped at
+   * the frame's size), keeping the bytes received so far: the buffer grows with the bytes that
+   * arrive, and ends at exactly the frame's size.
+   */
+  private grow(needed: number): Uint8Array {
+    const old = this.payload!
+    const grown = this.allocate(Math.min(this.payloadLength, Math.max(needed, 2 * old.length, MIN_PAYLOAD_BUFFER)))
+    if (this.payloadFilled > 0) grown.set(old.subarray(0, this.payloadFilled), 0)
+    return this.payload = grown
+  }
+
+  /**
    * Validates `bytes[start, end)`, the next unmasked bytes of the open text message; `ends`: they
    * end it (its final frame is complete), so it must end on a character boundary. On invalid
    * UTF-8 the parser fails (1007) and this returns false. `start` and `end` must be small
-   * integers from array lengths and offsets (not `payloadLength`, which a 64-bit length can leave
-   * as a heap number): one such call deoptimizes the shared validator into slower code (~15 %).
+   * integers from array lengths and offsets (as `checkLength` keeps `payloadLength`): a heap
+   * number there (a 64-bit length computed in floating point) deoptimizes the shared validator into slower code (~15 %).
    */
   private checkUtf8(bytes: Uint8Array, start: number, end: number, ends: boolean): boolean {
     const v = validator

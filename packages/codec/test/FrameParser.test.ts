@@ -121,7 +121,7 @@ describe("FrameParser: lengths and chunking (conformance §1, H6)", () => {
     }
   })
 
-  it("hands out zero-copy views for frames inside a chunk, and copies a spanning frame once", () => {
+  it("hands out zero-copy views for frames inside a chunk, and copies a small spanning frame once", () => {
     const bytes = hex("81 02 68 69 82 03 01 02 03")
     const parser = new FrameParser.FrameParser(client)
     const out: Array<Frame.Frame> = []
@@ -184,6 +184,59 @@ describe("FrameParser: lengths and chunking (conformance §1, H6)", () => {
     }
     assert.strictEqual(out.length, 1)
     assert.isAtMost(maxBuffered, n)
+  })
+
+  it("grows a spanning frame's buffer with the bytes received, not with its declared length", () => {
+    // A header declaring 60 MiB costs nothing until bytes come, then at most about twice them.
+    const parser = new FrameParser.FrameParser(client)
+    const out: Array<Frame.Frame> = []
+    assert.isUndefined(parser.push(hex("82 7f 00 00 00 00 03 c0 00 00"), out))
+    assert.strictEqual(parser.bufferedBytes, 0)
+    assert.isUndefined(parser.push(new Uint8Array(10), out))
+    assert.strictEqual(parser.bufferedBytes, 4096)
+    let received = 10
+    for (const size of [1000, 65_536, 65_536, 1 << 20]) {
+      assert.isUndefined(parser.push(new Uint8Array(size), out))
+      received += size
+      assert.isAtMost(parser.bufferedBytes, 2 * received + 4096)
+      assert.isAtLeast(parser.bufferedBytes, received)
+    }
+    // The rest, in 1 MiB chunks; the payload ends at exactly the declared size, every byte kept.
+    const total = 60 * 1024 * 1024
+    const marker = new Uint8Array(1 << 20)
+    for (let i = 0; i < marker.length; i++) marker[i] = i % 251
+    let last = 0
+    while (received < total) {
+      last = Math.min(marker.length, total - received)
+      assert.isUndefined(parser.push(marker.slice(0, last), out))
+      received += last
+    }
+    assert.strictEqual(out.length, 1)
+    const payload = out[0]!.payload
+    assert.strictEqual(payload.length, total)
+    assert.strictEqual(payload.buffer.byteLength, total)
+    assert.deepStrictEqual(payload.subarray(total - last), marker.subarray(0, last))
+    assert.isTrue(parser.atFrameBoundary)
+  })
+
+  it("checks maxMessageSize at each data frame header, with what the message's earlier frames declared", () => {
+    const limited: Options = { role: "client", maxMessageSize: 10 }
+    // One frame declaring 11 bytes: fails at its header, nothing buffered.
+    const one = new FrameParser.FrameParser(limited)
+    const v = one.push(hex("82 0b"), [])
+    assert.strictEqual(v?.kind, "MessageTooBig")
+    assert.strictEqual(v?.code, 1009)
+    assert.strictEqual(one.bufferedBytes, 0)
+    // Fragments of 6 + 4 fit (control frames between them do not count); 6 + 5 fail at the second header.
+    const fits = feedBytes(hex("02 06 00 00 00 00 00 00 89 03 61 62 63 80 04 00 00 00 00"), limited, [1])
+    assert.isUndefined(fits.violation)
+    assert.deepStrictEqual(fits.frames.map((f) => f.payload.length), [6, 3, 4])
+    expectViolation(hex("02 06 00 00 00 00 00 00 80 05"), limited, "MessageTooBig", 1009)
+    // Each message starts its own count; the frame limit still comes first.
+    assert.isUndefined(feedBytes(hex("82 0a 00 00 00 00 00 00 00 00 00 00 82 0a 00 00 00 00 00 00 00 00 00 00"), limited).violation)
+    expectViolation(hex("82 0b"), { ...limited, maxFrameSize: 5 }, "FrameTooBig", 1009)
+    // A 64-bit length split anywhere is checked once its bytes are in.
+    expectViolation(hex("82 7f 00 00 00 00 00 00 00 0b"), limited, "MessageTooBig", 1009)
   })
 
   it("ignores empty chunks anywhere", () => {

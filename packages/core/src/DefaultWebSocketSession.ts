@@ -95,7 +95,13 @@ export interface DefaultWebSocketSessionOptions {
    * messages that arrived before it (see "Replies before the Close" in the module notes).
    */
   readonly closeTimeout?: Duration.Input
-  /** Largest reassembled message in bytes; larger fails 1009 as soon as it is exceeded (default: the raw `maxFrameSize`). */
+  /**
+   * Largest message in bytes (default: the raw session's `maxFrameSize` when the session is made).
+   * Checked by the raw parser at every data frame header, against the frame's declared length
+   * plus what the message's earlier frames declared, so an over-long message fails 1009 before
+   * its bytes are buffered; a message an extension transformed is checked again after it (for
+   * permessage-deflate, the inflated size: inflation stops at the extension's own limit).
+   */
   readonly maxMessageSize?: number
   /** Most fragments one message may have; more fails 1009 (default 1,048,576). */
   readonly maxFragments?: number
@@ -883,8 +889,9 @@ class Session extends Inbox implements WebSocketSession, FrameHandler {
     )
   }
 
+  /** The raw parser enforces it at frame headers (set in `make`); the session re-checks complete and transformed messages. */
   private get maxMessageSize(): number {
-    return this.options.maxMessageSize ?? this.raw.maxFrameSize
+    return this.raw.reader.parser.maxMessageSize
   }
 
   private get maxPendingPongBytes(): number {
@@ -1838,6 +1845,7 @@ export const make = (
     const session = new Session(raw, options, services)
     const attached = raw.reader.attach(session)
     session.validateUtf8In(raw.reader.parser)
+    raw.reader.parser.maxMessageSize = options.maxMessageSize ?? raw.maxFrameSize
     const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
     const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)
     if (attached && !pinging) {

@@ -239,6 +239,25 @@ describe("DefaultWebSocketSession: messages", () => {
       assert.strictEqual((yield* reasonOf(b.session)).code, 1009)
       yield* b.closeAndCheck
     }))
+
+  it.effect("maxMessageSize is checked at the frame header: a declared length over it fails 1009 before its payload comes", () =>
+    Effect.gen(function*() {
+      // 1 MiB declared (under maxFrameSize), not one payload byte sent.
+      const a = yield* setup({ session: { maxMessageSize: 64 * 1024 } })
+      yield* a.peer.sendBytes([0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4])
+      assert.strictEqual((peerClose(yield* a.peer.next) as [number, string])[0], 1009)
+      const e1 = yield* Effect.flip(a.session.receive)
+      assert.strictEqual(e1._tag === "FrameTooBig" && e1.kind, "MessageTooBig")
+      yield* a.closeAndCheck
+      // Fragments: 40 KiB delivered, then a header declaring 40 KiB more (the running total).
+      const b = yield* setup({ session: { maxMessageSize: 64 * 1024 } })
+      yield* b.peer.send(Frame.binary(new Uint8Array(40 * 1024), { fin: false }))
+      yield* b.peer.sendBytes([0x80, 0xfe, 0xa0, 0x00, 1, 2, 3, 4])
+      assert.strictEqual((peerClose(yield* b.peer.next) as [number, string])[0], 1009)
+      const e2 = yield* Effect.flip(b.session.receive)
+      assert.strictEqual(e2._tag === "FrameTooBig" && e2.kind, "MessageTooBig")
+      yield* b.closeAndCheck
+    }))
 })
 
 describe("DefaultWebSocketSession: closing (every ending path completes closeReason once)", () => {
