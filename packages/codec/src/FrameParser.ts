@@ -3,9 +3,10 @@
  * time works); get frames, or the first protocol violation with the close code to answer with.
  *
  * A frame that sits inside one chunk is handed out as a zero-copy view of that chunk; a frame
- * that spans chunks is copied into a buffer that grows with the bytes received (never sized by
- * the header's declared length alone, so a header costs nothing until its bytes come) and ends
- * at the frame's exact size. Masked payloads are unmasked in place, so the parser owns the
+ * that spans chunks is kept as a view of its first piece, then copied into a buffer that grows
+ * with the bytes received (never sized by the header's declared length alone, so a header costs
+ * nothing until its bytes come) and ends at the frame's exact size: a frame spanning two chunks
+ * is copied once. Masked payloads are unmasked in place, so the parser owns the
  * chunks it is given. It keeps no chunk between pushes, and
  * `viewsLastChunk` tells whether any frame of the last push is a view of its chunk (if not, the
  * caller may free or reuse that chunk at once).
@@ -150,8 +151,9 @@ export class FrameParser {
   private header: Uint8Array | undefined = undefined
   private headerFilled = 0
   /**
-   * Payload being assembled while a frame spans chunks: a buffer of at most `payloadLength`
-   * bytes that grows as they arrive (its first `payloadFilled` bytes are the frame's).
+   * Payload being assembled while a frame spans chunks: the view of the first piece in its chunk,
+   * then a buffer of at most `payloadLength` bytes that grows as they arrive (its first
+   * `payloadFilled` bytes are the frame's).
    */
   private payload: Uint8Array | undefined = undefined
   private payloadFilled = 0
@@ -231,9 +233,10 @@ export class FrameParser {
   }
 
   /**
-   * Whether a frame appended by the last `push` is a zero-copy view of the chunk pushed. When
-   * `false`, the parser holds no reference to that chunk (its bytes were copied or consumed), so
-   * the caller may reuse or free it (see `Transport.release` in core).
+   * Whether the parser handed out or keeps a zero-copy view of the chunk last pushed: a frame
+   * appended by that `push`, or the first piece of a frame that spans chunks. When `false`, the
+   * parser holds no reference to that chunk (its bytes were copied or consumed), so the caller
+   * may reuse or free it (see `Transport.release` in core).
    */
   get viewsLastChunk(): boolean {
     return (this.bits & VIEWED) !== 0
@@ -442,16 +445,27 @@ export class FrameParser {
       this.emit(payload, out)
       return pos + length
     }
-    const payload = available === 0 ? EMPTY : this.allocate(Math.min(length, Math.max(2 * available, MIN_PAYLOAD_BUFFER)))
-    if (available > 0) payload.set(chunk.subarray(pos), 0)
-    this.payload = payload
-    this.payloadFilled = available
-    if ((this.bits & TEXT_FRAME) !== 0) {
-      // Text is unmasked and validated piece by piece, in its buffer, as the pieces arrive.
-      if (this.masked) mask(payload, this.maskKey, 0, 0, available)
-      this.checkUtf8(payload, 0, available, false)
-    }
+    this.payload = EMPTY
+    this.payloadFilled = 0
+    if (available > 0) this.keepFirstPiece(chunk.subarray(pos))
     return chunk.length
+  }
+
+  /**
+   * Keeps `piece`, the first bytes of a frame that spans chunks (the rest of its chunk), as a view
+   * of that chunk: its bytes were received anyway, and the buffer is allocated when the next
+   * piece comes, usually the rest of the frame, so a frame spanning two chunks is allocated and
+   * copied once, at its exact size.
+   */
+  private keepFirstPiece(piece: Uint8Array): void {
+    this.bits |= VIEWED
+    this.payload = piece
+    this.payloadFilled = piece.length
+    if ((this.bits & TEXT_FRAME) !== 0) {
+      // Text is unmasked and validated piece by piece, in place, as the pieces arrive.
+      if (this.masked) mask(piece, this.maskKey, 0, 0, piece.length)
+      this.checkUtf8(piece, 0, piece.length, false)
+    }
   }
 
   /**
@@ -462,6 +476,11 @@ export class FrameParser {
     const filled = this.payloadFilled
     const take = Math.min(this.payloadLength - filled, chunk.length)
     const now = filled + take
+    if (filled === 0 && now < this.payloadLength) {
+      // Only the header came before: this chunk is the first piece (and all of it is the frame's).
+      this.keepFirstPiece(chunk)
+      return this.failure === undefined ? take : chunk.length
+    }
     const payload = now > this.payload!.length ? this.grow(now) : this.payload!
     payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), filled)
     this.payloadFilled = now
