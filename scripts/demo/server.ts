@@ -45,14 +45,14 @@ const routes = Layer.mergeAll(
   HttpRouter.add("GET", "/", HttpServerResponse.html(chatPage)),
   // Every method reaches the WebSocket handlers, so a non-GET upgrade gets 405 rather than 404.
   // Both offer permessage-deflate (browsers ask for it). A chat message is one line of at most
-  // MAX_LINE characters (4 bytes each at most in UTF-8): frames, messages and their inflated size
-  // are limited to that, so a longer header gets 1009 at once.
+  // MAX_LINE characters (4 bytes each at most in UTF-8): frames and messages are limited to that
+  // (so a longer header gets 1009 at once), and so is inflation (the session's limit bounds it).
   HttpRouter.add(
     "*",
     "/chat",
     WebSocketRoute.handler(logged("/chat", chat), {
       session: { ...session, maxFrameSize: CHAT_MESSAGE_BYTES, maxMessageSize: CHAT_MESSAGE_BYTES },
-      extensions: PerMessageDeflate.extensions({ maxMessageSize: CHAT_MESSAGE_BYTES })
+      extensions: PerMessageDeflate.extensions()
     })
   ),
   HttpRouter.add("*", "/echo", WebSocketRoute.handler(logged("/echo", echo), { session, extensions: PerMessageDeflate.extensions() }))

@@ -99,8 +99,9 @@ export interface DefaultWebSocketSessionOptions {
    * Largest message in bytes (default: the raw session's `maxFrameSize` when the session is made).
    * Checked by the raw parser at every data frame header, against the frame's declared length
    * plus what the message's earlier frames declared, so an over-long message fails 1009 before
-   * its bytes are buffered; a message an extension transformed is checked again after it (for
-   * permessage-deflate, the inflated size: inflation stops at the extension's own limit).
+   * its bytes are buffered; a message an extension transformed is checked again after it, and
+   * each extension is told the limit (`limitIncomingMessageSize`: permessage-deflate stops
+   * inflating as soon as the output passes it).
    */
   readonly maxMessageSize?: number
   /** Most fragments one message may have; more fails 1009 (default 1,048,576). */
@@ -1845,7 +1846,8 @@ export const make = (
     const session = new Session(raw, options, services)
     const attached = raw.reader.attach(session)
     session.validateUtf8In(raw.reader.parser)
-    raw.reader.parser.maxMessageSize = options.maxMessageSize ?? raw.maxFrameSize
+    const maxMessageSize = raw.reader.parser.maxMessageSize = options.maxMessageSize ?? raw.maxFrameSize
+    for (const extension of raw.extensions) extension.limitIncomingMessageSize?.(maxMessageSize)
     const pingInterval = options.pingInterval === undefined ? undefined : Duration.fromInputUnsafe(options.pingInterval)
     const pinging = pingInterval !== undefined && Duration.isGreaterThan(pingInterval, Duration.zero)
     if (attached && !pinging) {

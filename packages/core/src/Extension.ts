@@ -84,6 +84,14 @@ export interface WebSocketExtension extends RsvBits {
    * Leave it out to have the session check every text message an extension transformed.
    */
   readonly validatesIncomingUtf8?: boolean
+  /**
+   * Optional: called once by the default session, before any message, with its
+   * `maxMessageSize`. An extension that expands incoming messages (permessage-deflate inflates
+   * them) stops expanding as soon as the output passes that size, and fails with `FrameTooBig`
+   * (1009), so the session's limit bounds the memory a small compressed message can claim even
+   * when the extension's own limit is larger. Synchronous; must not throw.
+   */
+  readonly limitIncomingMessageSize?: (bytes: number) => void
 }
 
 /** Builds a fresh extension instance per connection from a configuration. `key` identifies the kind. */

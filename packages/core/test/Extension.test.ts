@@ -74,6 +74,23 @@ const Slow: Extension.WebSocketExtension = {
 }
 
 describe("Extension API", () => {
+  it.effect("the session tells each extension its maxMessageSize once, before any message (limitIncomingMessageSize)", () =>
+    Effect.gen(function*() {
+      const told: Array<number> = []
+      const limited = (): Extension.WebSocketExtension => ({
+        ...baseExtension("x-limited", {}),
+        processOutgoingMessage: Effect.succeed,
+        processIncomingMessage: Effect.succeed,
+        limitIncomingMessageSize: (bytes) => told.push(bytes)
+      })
+      const a = yield* setup([limited()], { maxMessageSize: 4096 })
+      assert.deepStrictEqual(told, [4096])
+      yield* a.close
+      const b = yield* setup([limited()]) // default: the raw session's maxFrameSize
+      assert.deepStrictEqual(told, [4096, b.session.raw.maxFrameSize])
+      yield* b.close
+    }))
+
   it.effect("messages reach the wire in the order the extensions processed them, even from concurrent senders", () =>
     Effect.gen(function*() {
       const { session, peer, close } = yield* setup([Slow])

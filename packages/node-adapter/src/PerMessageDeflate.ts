@@ -97,8 +97,9 @@ export interface PerMessageDeflateConfig {
   readonly compressIf?: (message: Extension.Message) => boolean
   /**
    * Largest inflated message in bytes (default `DEFAULT_MAX_MESSAGE_SIZE`); inflation stops as
-   * soon as it is exceeded and the session closes with 1009. Set it to the session's
-   * `maxMessageSize` (which core re-checks after the extensions) when that is smaller.
+   * soon as it is exceeded and the session closes with 1009. A default session lowers it to its
+   * own `maxMessageSize` when that is smaller (`limitIncomingMessageSize`), so setting the
+   * session's limit is enough.
    */
   readonly maxMessageSize?: number
 }
@@ -819,7 +820,8 @@ class Instance implements PerMessageDeflateExtension {
   private readonly level: number
   private readonly memLevel: number
   private readonly threshold: number
-  private readonly maxMessageSize: number
+  /** The inflated-size limit: the configured one, lowered to the session's (`limitIncomingMessageSize`). */
+  private maxMessageSize: number
   private readonly config: PerMessageDeflateConfig
 
   constructor(config: PerMessageDeflateConfig) {
@@ -833,6 +835,11 @@ class Instance implements PerMessageDeflateExtension {
     this.maxMessageSize = config.maxMessageSize === undefined || Number.isNaN(config.maxMessageSize)
       ? DEFAULT_MAX_MESSAGE_SIZE
       : Math.max(0, config.maxMessageSize)
+  }
+
+  /** Lowers the inflated-size limit to the session's `maxMessageSize` when that is smaller. */
+  limitIncomingMessageSize(bytes: number): void {
+    if (bytes < this.maxMessageSize) this.maxMessageSize = Math.max(0, bytes)
   }
 
   get allocatedContexts(): number {

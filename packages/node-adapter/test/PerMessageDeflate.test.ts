@@ -249,6 +249,21 @@ describe("PerMessageDeflate messages", () => {
       assert.strictEqual(corrupt._tag === "ProtocolViolation" ? corrupt.code : 0, 1002)
       assert.strictEqual(corrupt._tag === "ProtocolViolation" ? corrupt.kind : "", "InvalidCompressedData")
     }), 20_000) // making the bomb (deflating 256 MiB) alone takes seconds on a busy machine
+
+  it.effect("the session's maxMessageSize lowers the inflated-size limit (limitIncomingMessageSize), never raises it", () =>
+    Effect.gen(function*() {
+      const zeros = Zlib.deflateRawSync(Buffer.alloc(1024 * 1024)) // 1 MiB inflated, ~1 KB on the wire
+      const message = () => Frame.binary(zeros.slice(), { rsv1: true })
+      const unlimited = serverInstance("permessage-deflate").ext
+      assert.strictEqual((yield* unlimited.processIncomingMessage(message())).payload.length, 1024 * 1024)
+      const lowered = serverInstance("permessage-deflate").ext
+      lowered.limitIncomingMessageSize!(64 * 1024)
+      const error = yield* Effect.flip(lowered.processIncomingMessage(message()))
+      assert.strictEqual(error._tag === "FrameTooBig" ? error.code : 0, 1009)
+      const kept = serverInstance("permessage-deflate", { maxMessageSize: 64 * 1024 }).ext
+      kept.limitIncomingMessageSize!(64 * 1024 * 1024)
+      assert.strictEqual((yield* Effect.flip(kept.processIncomingMessage(message())))._tag, "FrameTooBig")
+    }))
 })
 
 describe("PerMessageDeflate synchronous zlib", () => {
