@@ -3,8 +3,9 @@
  * server that does only what every WebSocket echo server must, so that its CPU per message and
  * memory per connection are the least any Node server can spend. A reference to measure the
  * others against, NOT a product: it validates nothing and limits nothing (no UTF-8 check, no
- * fragment reassembly rules, no size limit, no close codes, no timeouts), trusts its one client,
- * and assumes the only data frames it gets are whole messages.
+ * fragmentation rules, no RSV or opcode check, no size limit, no close codes, no timeouts) and
+ * trusts its client. It echoes frame by frame: each data or continuation frame goes back with its
+ * own opcode and fin bit, so a fragmented message comes back fragmented the same way.
  *
  * Per connection, it:
  * - buffers the HTTP upgrade request until its blank line, takes `Sec-WebSocket-Key` and answers
@@ -55,7 +56,7 @@ class Connection {
   private readonly header = Buffer.alloc(14)
   private headerFilled = 0
   private opcode = 0
-  private mask = new Uint8Array(4)
+  private readonly mask = new Uint8Array(4)
   private word = 0
   /** The reply being filled: header at `start`, payload at `PAYLOAD_AT`, `length` bytes, `filled` so far. */
   private reply: Buffer | undefined = undefined
