@@ -1,7 +1,8 @@
 /**
  * `npm run bench:deflate`: permessage-deflate (RFC 7692, issue #5). The same servers as
  * `bench:echo` (each in its own process on 127.0.0.1, started with BENCH_DEFLATE=1 and
- * --expose-gc) and the same load generator (`load.ts`, raw sockets on our codec):
+ * --expose-gc; `ws` without bufferutil) and the same load generator (`load.ts`, raw sockets on
+ * our codec):
  *
  * - ours: `PerMessageDeflate.extensions({ compressIfBiggerThan: 1023 })` (context takeover both
  *   ways, zlib's default level and memLevel, messages of 1,024 B and more compressed);
@@ -15,7 +16,8 @@
  * generator checks that every reply has RSV1 set (and counts it), and inflates every reply of one
  * connection per run, in order, checking the output byte for byte against what it sent.
  *
- * Scenarios, all 50 connections × 16 in flight (like `bench:echo` (b)), JSON-ish text:
+ * Scenarios, all 50 connections × 16 in flight with batched writes (the pipelined load of
+ * `bench:echo` (p), which this benchmark was first measured with), JSON-ish text:
  * - (p) 32 B, no extension offered: the uncompressed baseline, same servers, same run;
  * - (n) 32 B, deflate negotiated, plain messages both ways (below the threshold on both sides);
  * - (s) 32 B, deflate negotiated, the client sends compressed messages, replies plain (below the threshold);
@@ -31,8 +33,12 @@
 import { mkdtempSync, readdirSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { alternate, awaitConnections, type Child, DURATION_MS, type EchoRates, envNumber, fmt, GeneratorCheck, measureEcho, median, ROUNDS, type Server, type ServerStats, WARMUP_MS, withBench } from "./ipc.ts"
-import type { EchoParams, OpenResult } from "./load.ts"
+import { fmt, median } from "./format.ts"
+import type { Child } from "./ipc.ts"
+import { type EchoRates, GeneratorCheck, measureEcho } from "./measure.ts"
+import type { EchoParams, OpenResult, ServerStats } from "./protocol.ts"
+import { DURATION_MS, envNumber, ROUNDS, WARMUP_MS } from "./settings.ts"
+import { alternate, awaitConnections, type Server, withBench } from "./targets.ts"
 import { printTopFunctions } from "./profile.ts"
 
 const MEMORY_CONNS = Math.trunc(envNumber("BENCH_DEFLATE_CONNS", 1_000, 1))
@@ -55,6 +61,8 @@ const ALL: ReadonlyArray<Scenario> = [
   { key: "L", name: "(L) 16 KiB, compressed both ways", size: LARGE, deflate: "compressed" }
 ]
 const CONNS = 50
+/** The two servers this benchmark compares. */
+type Pair = "ours" | "ws"
 const IN_FLIGHT = 16
 const selected = process.env["BENCH_SCENARIOS"] ?? "pnsLm"
 const SCENARIOS = ALL.filter((s) => selected.includes(s.key))
@@ -80,7 +88,9 @@ const runOnce = async (generator: Child, server: Server, scenario: Scenario): Pr
     payload: "json",
     deflate: scenario.deflate,
     replies,
-    verifyConns: 1
+    verifyConns: 1,
+    // The pipelined load this benchmark was first measured with, so that its figures stay comparable.
+    writes: "batched"
   }, scenario.name)
   const { result, ...rates } = measured
   if (result.compressedReplies > 0 && (result.verified === null || result.verified.messages === 0)) {
@@ -138,7 +148,9 @@ const main = async () => {
     profileDir === undefined ? ["--expose-gc"] : ["--expose-gc", "--cpu-prof", `--cpu-prof-dir=${Path.join(profileDir, name)}`]
   // The servers read it at start-up (fork copies this environment): permessage-deflate on.
   process.env["BENCH_DEFLATE"] = "1"
-  await withBench("permessage-deflate benchmark", flags, async ({ ours, ws, generator }) => {
+  // `ws` is ws without bufferutil, as before bufferutil became a devDependency (bench:echo has both).
+  await withBench("permessage-deflate benchmark", ["ours", "ws"], flags, async ({ servers, generator }) => {
+    const [ours, ws] = servers as [Server, Server]
     console.log(
       `${CONNS} conns × ${IN_FLIGHT} in flight, JSON-ish text; warm-up ${WARMUP_MS} ms, window ${DURATION_MS} ms, ${ROUNDS} run(s) per server alternating; medians. ` +
         `ours: PerMessageDeflate.extensions({ compressIfBiggerThan: 1023 }); ws: perMessageDeflate: true (threshold 1024). Both: context takeover, zlib default level.`
@@ -147,8 +159,8 @@ const main = async () => {
     const addRow = (scenario: string, metric: string, a: number, b: number, digits: number) =>
       rows.push(`| ${scenario} | ${metric} | ${fmt(a, digits)} | ${fmt(b, digits)} | ${fmt(a / b, 2)} |`)
     const generatorCheck = new GeneratorCheck()
-    const messagesPerSecond: Record<string, Record<Server["name"], number>> = {}
-    const cpuPerMessage: Record<string, Record<Server["name"], number>> = {}
+    const messagesPerSecond: Record<string, Record<Pair, number>> = {}
+    const cpuPerMessage: Record<string, Record<Pair, number>> = {}
     for (const scenario of SCENARIOS) {
       const runs = await alternate(ROUNDS, [ours, ws], async (server) => {
           const run = await runOnce(generator, server, scenario)
@@ -160,7 +172,7 @@ const main = async () => {
           )
           return run
       })
-      const m = (name: Server["name"], f: (r: Run) => number) => median(runs[name].map(f))
+      const m = (name: Pair, f: (r: Run) => number) => median(runs[name]!.map(f))
       const row = (metric: string, f: (r: Run) => number, digits: number) =>
         addRow(scenario.name, metric, m("ours", f), m("ws", f), digits)
       messagesPerSecond[scenario.key] = { ours: m("ours", (r) => r.messagesPerSecond), ws: m("ws", (r) => r.messagesPerSecond) }
@@ -173,7 +185,7 @@ const main = async () => {
       if (scenario.deflate !== "off") row("replies compressed (%)", (r) => r.compressedPercent, 0)
     }
 
-    let memory: Record<Server["name"], Memory> | undefined = undefined
+    let memory: Record<Pair, Memory> | undefined = undefined
     if (selected.includes("m")) {
       const a = await measureMemory(generator, ours, MEMORY_CONNS)
       const b = await measureMemory(generator, ws, MEMORY_CONNS)

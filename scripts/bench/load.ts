@@ -1,15 +1,19 @@
 /**
- * The load generator (a child of `echo.ts` / `conns.ts`, one process for both servers): raw
- * sockets speaking WebSocket through `rawclient.ts`, so that both servers face exactly the same
- * client. Requests (see `ipc.ts`):
+ * The load generator (a child of `echo.ts` / `conns.ts` / `deflate.ts`, one process for every
+ * server): raw sockets speaking WebSocket through `rawclient.ts`, so that every server faces
+ * exactly the same client. Requests (types in `protocol.ts`, transport in `ipc.ts`):
  *
  * - `echo`: opens `conns` connections, keeps `inFlight` messages of `size` bytes in flight on
- *   each (every echo received is answered by the next message, several per `write` when a chunk
- *   completes several), warms up, then measures for `durationMs` (and, with `minSamples`, until
- *   that many round trips were timed). It emits `mark` events at the start and the end of the
+ *   each (every echo received is answered by the next message), warms up, then measures for
+ *   `durationMs` (and, with `minSamples`, until that many round trips were timed). It emits `mark` events at the start and the end of the
  *   window so that the orchestrator can sample the server's CPU at the same moments, and returns
  *   the messages echoed in the window, the RTTs (with 1 connection × 1 in flight) and its own
  *   CPU time, so one can see it is not the bottleneck. Then it closes every connection.
+ *   How messages are written (`writes`): by default one `write` per message, as real clients do
+ *   (a browser or a `ws` client sends each message on its own); `"batched"` is the pipelined
+ *   load: every message due on a connection goes in one `write` (the `inFlight` messages at the
+ *   start, then all those answered by the chunks read in one event-loop turn), so the server
+ *   reads many frames per chunk.
  * - `open`: opens `count` idle connections, at most `concurrency` handshakes at a time, and
  *   returns how long that took; `closeAll` closes them. With `exchangeSize` (permessage-deflate
  *   offered), each connection then sends `exchanges` (default 1) compressed JSON-ish messages of
@@ -29,7 +33,8 @@
  */
 import { Frame } from "@effect-ws/codec"
 import type * as Net from "node:net"
-import { emit, HOST, type Message, serve } from "./ipc.ts"
+import { emit, serve } from "./ipc.ts"
+import { type EchoParams, type EchoResult, HOST, type Message, type OpenResult, type ReplyCompression } from "./protocol.ts"
 import {
   acceptDeflate,
   answerPings,
@@ -40,60 +45,8 @@ import {
   EchoReader,
   open,
   type Opened,
-  type ReplyCompression,
   ReplyInflater
 } from "./rawclient.ts"
-
-/** Parameters of an `echo` run. */
-export interface EchoParams {
-  readonly port: number
-  readonly conns: number
-  readonly inFlight: number
-  readonly size: number
-  readonly binary: boolean
-  readonly warmupMs: number
-  readonly durationMs: number
-  /** Keep measuring past `durationMs` until this many RTTs were timed (latency runs), bounded by `maxMs`. */
-  readonly minSamples: number
-  /** Hard limit on the measuring window. */
-  readonly maxMs: number
-  /** The payload: `"a"` repeated (default) or compressible JSON-ish text (`jsonishPayload`). */
-  readonly payload?: "a" | "json" | undefined
-  /** permessage-deflate: not offered (default), negotiated but plain messages sent, or RSV1 messages sent. */
-  readonly deflate?: "off" | "negotiated" | "compressed" | undefined
-  /** Which replies are accepted (default plain). */
-  readonly replies?: ReplyCompression | undefined
-  /** How many connections' compressed replies are inflated and checked (default 1). */
-  readonly verifyConns?: number | undefined
-}
-
-/** What an `echo` run measured in its window. */
-export interface EchoResult {
-  readonly messages: number
-  readonly seconds: number
-  /** This process's CPU time in the window, µs. */
-  readonly generatorCpuMicros: number
-  /** RTT percentiles in µs (1 connection × 1 in flight only). */
-  readonly rtt: { readonly samples: number; readonly p50: number; readonly p99: number; readonly mean: number } | null
-  /** Bytes of one message as written (frame header, mask and possibly compressed payload). */
-  readonly wireBytes: number
-  /** Replies inflated and checked (over the whole run, warm-up included), when any was compressed. */
-  readonly verified: { readonly messages: number; readonly inflated: number } | null
-  /** Replies over the whole run (warm-up included), and how many of them were compressed. */
-  readonly replies: number
-  readonly compressedReplies: number
-}
-
-/** What an `open` request measured. */
-export interface OpenResult {
-  readonly opened: number
-  readonly failed: number
-  readonly firstError: string | null
-  readonly seconds: number
-  readonly generatorCpuMicros: number
-  /** Messages echoed after opening (`exchangeSize` only). */
-  readonly exchanged: number
-}
 
 const HANDSHAKE_TIMEOUT_MS = 15_000
 const CLOSE_TIMEOUT_MS = 5_000
@@ -168,6 +121,7 @@ const echo = async (message: Message): Promise<EchoResult> => {
   const deflate = p.deflate ?? "off"
   const replies = p.replies ?? "plain"
   const timed = p.conns === 1 && p.inFlight === 1
+  const batched = p.writes === "batched"
 
   const { opened, failed, firstError, windowBits } = await openMany(p.port, p.conns, 50, 30_000, deflate !== "off")
   if (failed > 0) {
@@ -243,6 +197,10 @@ const echo = async (message: Message): Promise<EchoResult> => {
       if (timed) {
         socket.write(batch)
         conn.outstanding += n
+      } else if (!batched) {
+        // As a real client: each message its own write.
+        for (let i = 0; i < n; i++) socket.write(one)
+        conn.outstanding += n
       } else {
         // Coalesced: one write per connection per event-loop turn, however many chunks it read.
         if (conn.due === 0) dirty.push(conn)
@@ -265,7 +223,8 @@ const echo = async (message: Message): Promise<EchoResult> => {
   // Fill the pipelines.
   sentAt = performance.now()
   for (const conn of conns) {
-    conn.socket.write(batch)
+    if (batched) conn.socket.write(batch)
+    else for (let i = 0; i < p.inFlight; i++) conn.socket.write(one)
     conn.outstanding = p.inFlight
   }
 

@@ -9,6 +9,7 @@
 import { CloseReason, Frame, Handshake, Serializer } from "@effect-ws/codec"
 import * as Net from "node:net"
 import * as Zlib from "node:zlib"
+import type { ReplyCompression } from "./protocol.ts"
 
 /** Serializes `frame` as a client (masked) into one buffer. */
 export const clientFrameBytes = (frame: Frame.Frame): Buffer => {
@@ -20,12 +21,6 @@ export const clientFrameBytes = (frame: Frame.Frame): Buffer => {
 
 const CLOSE_NORMAL = clientFrameBytes(Frame.close(CloseReason.CloseReason(1000, "")))
 
-/**
- * Which replies an `EchoReader` accepts: plain ones (RSV1 clear, exactly the expected length),
- * compressed ones (RSV1 set, any length: the compressed size, checked after inflating by whoever
- * listens through `onPayload` / `onMessageEnd`), or either.
- */
-export type ReplyCompression = "plain" | "compressed" | "either"
 
 /**
  * Counts the server's data frames in a stream of chunks, expecting each to be a whole message

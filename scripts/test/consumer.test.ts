@@ -10,62 +10,23 @@
  * (ESM-only profile) lint each package. Tarball sizes and the install time are printed.
  *
  * Node 22 and Bun come from the npm registry (`node@22`, `bun@1.4`), installed once into
- * `node_modules/.cache/effect-ws-runtimes/`.
+ * `node_modules/.cache/effect-ws-runtimes/` (`../runtimes.ts`, shared with the benchmarks).
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { spawnSync, type SpawnSyncReturns } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
+import { bun, installRuntime, npm, root, sh, userEnv } from "../runtimes.ts"
 import { readmeBlocks, readmeFiles } from "./readme-blocks.ts"
 import { isServerExample, SERVE_TIMEOUT_MS, serveUntilSigint } from "./serve-example.ts"
 
-const root = resolve(import.meta.dirname, "../..")
 const packages = ["codec", "core", "node-adapter"] as const
-const runtimesDir = join(root, "node_modules", ".cache", "effect-ws-runtimes")
 const STEP_TIMEOUT = 240_000
-
-/** The environment of a user's shell: none of `npm run`'s variables, no inherited Node flags. */
-const userEnv = (): NodeJS.ProcessEnv => {
-  const env: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith("npm_") || k === "NODE_OPTIONS" || k === "INIT_CWD" || k.startsWith("VITEST")) continue
-    env[k] = v
-  }
-  return { ...env, NODE_NO_WARNINGS: "1", NO_UPDATE_NOTIFIER: "1" }
-}
-
-const sh = (cmd: string, args: ReadonlyArray<string>, cwd: string, timeout = STEP_TIMEOUT, env: NodeJS.ProcessEnv = {}) =>
-  spawnSync(cmd, args, { cwd, env: { ...userEnv(), ...env }, encoding: "utf8", timeout, maxBuffer: 64 * 1024 * 1024 })
 
 const ok = (r: SpawnSyncReturns<string>, what: string): string => {
   assert.strictEqual(r.status, 0, `${what} failed (status ${r.status}, signal ${r.signal}):\n${r.stdout}\n${r.stderr}`)
   return r.stdout
-}
-
-/** `npm` through the Node that runs this test, so the check does not depend on the system Node. */
-const npmCli = (() => {
-  const r = spawnSync("npm", ["prefix", "-g"], { encoding: "utf8", env: userEnv() })
-  const global = r.stdout.trim()
-  const candidates = [join(global, "lib/node_modules/npm/bin/npm-cli.js"), join(global, "node_modules/npm/bin/npm-cli.js")]
-  return candidates.find((c) => existsSync(c))
-})()
-const npm = (args: ReadonlyArray<string>, cwd: string) =>
-  npmCli === undefined ? sh("npm", args, cwd) : sh(process.execPath, [npmCli, ...args], cwd)
-
-/** Installs `spec` (e.g. `node@22`) into its own folder once and returns the path of `bin`. */
-const runtime = (name: string, spec: string, bin: string): string => {
-  const dir = join(runtimesDir, name)
-  const path = join(dir, "node_modules", ".bin", bin)
-  const marker = join(dir, ".spec")
-  if (existsSync(path) && existsSync(marker) && readFileSync(marker, "utf8") === spec) return path
-  rmSync(dir, { recursive: true, force: true })
-  mkdirSync(dir, { recursive: true })
-  const pkg = spec.slice(0, spec.lastIndexOf("@"))
-  writeFileSync(join(dir, "package.json"), JSON.stringify({ private: true, allowScripts: { [pkg]: true } }))
-  ok(npm(["install", "--no-audit", "--no-fund", spec], dir), `npm install ${spec}`)
-  writeFileSync(marker, spec)
-  return path
 }
 
 interface Packed {
@@ -131,8 +92,8 @@ describe("packed packages in a project outside the repo", () => {
     const installSeconds = (performance.now() - started) / 1000
 
     bins["node 24"] = [process.execPath]
-    bins["node 22"] = [runtime("node22", "node@22", "node")]
-    bins["bun 1.4"] = [runtime("bun", "bun@1.4", "bun")]
+    bins["node 22"] = [installRuntime("node22", "node@22", "node")]
+    bins["bun 1.4"] = [bun()]
 
     mkdirSync(join(project, "src"))
     writeFileSync(join(project, "src", "app.ts"), readFileSync(join(root, "scripts/consumer/app.ts")))

@@ -11,7 +11,8 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { PerMessageDeflate, WebSocketServer } from "@effect-ws/node-adapter"
 import { Effect } from "effect"
-import { emit, HOST, serve, serverHandlers } from "../ipc.ts"
+import { emit, serve, serverHandlers } from "../ipc.ts"
+import { HOST } from "../protocol.ts"
 
 const deflate = process.env["BENCH_DEFLATE"] === "1"
 
