@@ -79,35 +79,6 @@ export const headerList: (headers: Headers, name: string) => ReadonlyArray<strin
 /** Whether a comma-separated header has `token` among its elements on any line, ASCII case-insensitively. */
 export const hasToken: (headers: Headers, name: string, token: string) => boolean = headers.hasToken
 
-/** The bytes of a latin1 string (each code unit's low 8 bits), e.g. to write a formatted head. */
-export const encodeLatin1: (text: string) => Uint8Array = headers.encodeLatin1
-
-/** What was wrong with locally supplied handshake data. */
-export type HandshakeFormatErrorKind =
-  | "InvalidHeaderName"
-  | "InvalidHeaderValue"
-  | "ReservedHeader"
-  | "InvalidProtocol"
-  | "UnofferedProtocol"
-  | "UnofferedExtension"
-  | "InvalidKey"
-  | "InvalidTarget"
-  | "InvalidHost"
-
-/**
- * Locally supplied handshake data that cannot be sent: a header name that is not a token, a value
- * with CR, LF or another control character (header injection), a header this module sets itself,
- * a subprotocol or extension the peer did not offer, or a malformed key, path or host.
- */
-export interface HandshakeFormatError {
-  readonly _tag: "HandshakeFormatError"
-  readonly kind: HandshakeFormatErrorKind
-  readonly message: string
-}
-
-/** Narrows any value to a `HandshakeFormatError`. */
-export const isHandshakeFormatError: (u: unknown) => u is HandshakeFormatError = headers.isHandshakeFormatError
-
 // -----------------------------------------------------------------------------------------------
 // Server side (internal/handshake/server.ts)
 // -----------------------------------------------------------------------------------------------
@@ -177,6 +148,32 @@ export interface UpgradeRequestInput {
  */
 export const validateUpgradeRequest: (request: UpgradeRequestInput) => UpgradeRequest | HandshakeRejection = server.validateUpgradeRequest
 
+/** What was wrong with locally supplied handshake data. */
+export type HandshakeFormatErrorKind =
+  | "InvalidHeaderName"
+  | "InvalidHeaderValue"
+  | "ReservedHeader"
+  | "InvalidProtocol"
+  | "UnofferedProtocol"
+  | "UnofferedExtension"
+  | "InvalidKey"
+  | "InvalidTarget"
+  | "InvalidHost"
+
+/**
+ * Locally supplied handshake data that cannot be sent: a header name that is not a token, a value
+ * with CR, LF or another control character (header injection), a header this module sets itself,
+ * a subprotocol or extension the peer did not offer, or a malformed key, path or host.
+ */
+export interface HandshakeFormatError {
+  readonly _tag: "HandshakeFormatError"
+  readonly kind: HandshakeFormatErrorKind
+  readonly message: string
+}
+
+/** Narrows any value to a `HandshakeFormatError`. */
+export const isHandshakeFormatError: (u: unknown) => u is HandshakeFormatError = headers.isHandshakeFormatError
+
 /** How the server answers an accepted upgrade. */
 export interface AcceptOptions {
   /** The chosen subprotocol; must be one of `UpgradeRequest.protocols`. */
@@ -215,6 +212,9 @@ export const formatUpgradeResponse: (request: UpgradeRequest, options?: AcceptOp
  * `Content-Type` and `Transfer-Encoding`. Never fails.
  */
 export const formatRejection: (rejection: HandshakeRejection) => string = server.formatRejection
+
+/** The bytes of a latin1 string (each code unit's low 8 bits), e.g. to write a formatted head. */
+export const encodeLatin1: (text: string) => Uint8Array = headers.encodeLatin1
 
 // -----------------------------------------------------------------------------------------------
 // Client side (internal/handshake/client.ts)
