@@ -20,12 +20,12 @@
  * @module
  */
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Effect } from "effect"
+import type { DefaultWebSocketSession } from "@effect-ws/core"
+import { Cause, Effect, Exit, Scope } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as NodeTransport from "./NodeTransport.ts"
-import { releaseExtensions } from "./PerMessageDeflate.ts"
 import * as ServerHandshake from "./ServerHandshake.ts"
 import { type SessionOptions, startSession } from "./SessionOptions.ts"
 import type { ConnectionHandler } from "./WebSocketServer.ts"
@@ -58,6 +58,85 @@ const refusal = (rejected: ServerHandshake.UpgradeRejected): HttpServerResponse.
     ...(rejected.headers === undefined ? {} : { headers: rejected.headers })
   })
 
+/** What a route answers once its connection ended: NodeHttpServer writes nothing for it on the (closed) socket. */
+const UPGRADED = HttpServerResponse.empty({ status: 101 })
+const upgraded = (): HttpServerResponse.HttpServerResponse => UPGRADED
+const UPGRADED_MATCH = { onFailure: upgraded, onSuccess: upgraded }
+
+type WebSocketSession = DefaultWebSocketSession.WebSocketSession
+
+/**
+ * One accepted connection of a route, in one record. While the connection is idle the request
+ * fiber's stack holds the handler's frames, the context frame of the connection's scope and one
+ * `onExit` frame whose effect and closure reach only this record: no suspended generator or
+ * effect tree keeps the 101 head, the accept key or the negotiation result.
+ */
+class RouteConnection<E, R> {
+  readonly socket: Net.Socket
+  readonly scope: Scope.Closeable
+  /** The negotiated upgrade, until `start` took it. */
+  negotiated: ServerHandshake.NegotiatedUpgrade | undefined
+  readonly handler: ConnectionHandler<E, R>
+  readonly options: SessionOptions | undefined
+  /** The transport, from its creation until its session started (the session owns it from then on). */
+  transport: NodeTransport.NodeTransport | undefined = undefined
+  /** The session, once started. */
+  session: WebSocketSession | undefined = undefined
+
+  constructor(
+    socket: Net.Socket,
+    scope: Scope.Closeable,
+    negotiated: ServerHandshake.NegotiatedUpgrade,
+    handler: ConnectionHandler<E, R>,
+    options: SessionOptions | undefined
+  ) {
+    this.socket = socket
+    this.scope = scope
+    this.negotiated = negotiated
+    this.handler = handler
+    this.options = options
+  }
+
+  /** Writes the 101, then starts the transport and the session in the connection's scope and runs the handler. */
+  start(head: Buffer): Effect.Effect<void, unknown, R | Scope.Scope> {
+    const negotiated = this.negotiated!
+    this.negotiated = undefined
+    // Registered first, so it runs after the session's finalizers (zlib contexts of permessage-deflate).
+    const written = ServerHandshake.writeAccepted(this.socket, negotiated, this.scope)
+    // No finalizer of its own: the raw session's destroys it (and `end` one whose session could not start).
+    const transport = NodeTransport.makeUnsafe(this.socket, head.length === 0 ? undefined : { initialBytes: head })
+    this.transport = transport
+    return Effect.flatMap(written, (accepted) =>
+      Effect.flatMap(startSession(transport, "server", accepted.extensions, this.options), (session) => {
+        this.transport = undefined
+        this.session = session
+        return this.handler(session, accepted)
+      }))
+  }
+
+  /**
+   * The connection's end, as the standalone server's: `session.run`'s ending for the handler's exit
+   * (close 1000/1011 and wait), the scope, a debug log of a failure; then the wait for the socket's
+   * `close` (the scope destroyed it), after which NodeHttpServer may not write anything on it.
+   */
+  end(exit: Exit.Exit<void, unknown>): Effect.Effect<void> {
+    const session = this.session
+    const transport = this.transport
+    this.session = undefined
+    this.transport = undefined
+    this.negotiated = undefined
+    let ended = Scope.close(this.scope, exit)
+    // `run` with the handler's exit as its handler: it closes (1000/1011) and waits exactly as if it had run the handler.
+    if (session !== undefined) ended = Effect.andThen(Effect.exit(session.run(() => exit)), ended)
+    // A transport whose session could not start: destroyed first, as the session's finalizer would have.
+    else if (transport !== undefined) ended = Effect.andThen(transport.destroy, ended)
+    if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
+      ended = Effect.andThen(ended, Effect.logDebug("WebSocket connection ended with an error", exit.cause))
+    }
+    return Effect.andThen(ended, waitClosed(this.socket))
+  }
+}
+
 const waitClosed = (socket: Net.Socket): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
     if (socket.destroyed) return resume(Effect.void)
@@ -67,6 +146,36 @@ const waitClosed = (socket: Net.Socket): Effect.Effect<void> =>
       socket.off("close", done)
     })
   })
+
+/**
+ * The accepted part of a route: the connection runs as the standalone server's do (101, transport
+ * and session in the connection's scope, the handler, then `RouteConnection.end`), and the route
+ * answers only after the socket closed.
+ */
+const serve = <E, R>(
+  request: Http.IncomingMessage,
+  negotiated: ServerHandshake.NegotiatedUpgrade,
+  handler: ConnectionHandler<E, R>,
+  options: WebSocketRouteOptions<any>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> => {
+  const head = heads.get(request)
+  if (head === undefined) {
+    return Effect.as(
+      Effect.logError("WebSocketRoute: the http.Server was not prepared with WebSocketRoute.createServer"),
+      HttpServerResponse.text("Internal Server Error", { status: 500 })
+    )
+  }
+  heads.delete(request)
+  const scope = Scope.makeUnsafe()
+  const connection = new RouteConnection(request.socket, scope, negotiated, handler, options.session)
+  return Effect.matchCause(
+    Effect.onExit(
+      Effect.provideService(Effect.suspend(() => connection.start(head)), Scope.Scope, scope),
+      (exit) => connection.end(exit)
+    ),
+    UPGRADED_MATCH
+  )
+}
 
 /**
  * A route handler (for `HttpRouter.add("GET", path, ...)`) that accepts WebSocket upgrades and runs
@@ -79,37 +188,13 @@ export const handler = <E, R, RV = never>(
   handler: ConnectionHandler<E, R>,
   options: WebSocketRouteOptions<RV> = {}
 ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | R | RV> =>
-  Effect.gen(function*() {
-    const request = NodeHttpServerRequest.toIncomingMessage(yield* HttpServerRequest.HttpServerRequest)
+  Effect.flatMap(Effect.service(HttpServerRequest.HttpServerRequest), (serverRequest) => {
+    const request = NodeHttpServerRequest.toIncomingMessage(serverRequest)
     if (!(request instanceof Http.IncomingMessage)) {
-      return HttpServerResponse.text("Upgrade Required", { status: 426, headers: { upgrade: "websocket" } })
+      return Effect.succeed(HttpServerResponse.text("Upgrade Required", { status: 426, headers: { upgrade: "websocket" } }))
     }
-    const negotiated = yield* Effect.result(ServerHandshake.negotiate(request, options))
-    if (negotiated._tag === "Failure") return refusal(negotiated.failure)
-    const head = heads.get(request)
-    if (head === undefined) {
-      yield* Effect.logError("WebSocketRoute: the http.Server was not prepared with WebSocketRoute.createServer")
-      return HttpServerResponse.text("Internal Server Error", { status: 500 })
-    }
-    heads.delete(request)
-    const { response, ...accepted } = negotiated.success
-    const socket = request.socket
-    yield* Effect.gen(function*() {
-      socket.write(response, "latin1")
-      // Registered first, so it runs after the session's finalizers (zlib contexts of permessage-deflate).
-      if (accepted.extensions.length > 0) yield* Effect.addFinalizer(() => releaseExtensions(accepted.extensions))
-      // No finalizer of its own: the raw session's destroys it (one finalizer per connection without extensions).
-      const transport = NodeTransport.makeUnsafe(socket, { initialBytes: head })
-      const session = yield* Effect.onError(
-        startSession(transport, "server", accepted.extensions, options.session),
-        () => transport.destroy
-      )
-      yield* session.run((s) => handler(s, accepted))
-    }).pipe(
-      Effect.scoped,
-      Effect.catchCause((cause) => Effect.logDebug("WebSocket connection ended with an error", cause))
-    )
-    // The scope destroyed the socket; NodeHttpServer may write nothing more on it.
-    yield* waitClosed(socket)
-    return HttpServerResponse.empty({ status: 101 })
+    return Effect.matchEffect(ServerHandshake.negotiate(request, options), {
+      onFailure: (rejected) => Effect.succeed(refusal(rejected)),
+      onSuccess: (negotiated) => serve(request, negotiated, handler, options)
+    })
   })
