@@ -21,7 +21,7 @@
  */
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import type { DefaultWebSocketSession } from "@effect-ws/core"
-import { Cause, Effect, Exit, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Scope } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as Http from "node:http"
 import type * as Net from "node:net"
@@ -74,6 +74,8 @@ type WebSocketSession = DefaultWebSocketSession.WebSocketSession
 class RouteConnection<E, R> {
   readonly socket: Net.Socket
   readonly scope: Scope.Closeable
+  /** The bytes read past the request's head, until `start` took them. */
+  head: Buffer | undefined
   /** The negotiated upgrade, until `start` took it. */
   negotiated: ServerHandshake.NegotiatedUpgrade | undefined
   readonly handler: ConnectionHandler<E, R>
@@ -86,21 +88,25 @@ class RouteConnection<E, R> {
   constructor(
     socket: Net.Socket,
     scope: Scope.Closeable,
+    head: Buffer,
     negotiated: ServerHandshake.NegotiatedUpgrade,
     handler: ConnectionHandler<E, R>,
     options: SessionOptions | undefined
   ) {
     this.socket = socket
     this.scope = scope
+    this.head = head
     this.negotiated = negotiated
     this.handler = handler
     this.options = options
   }
 
   /** Writes the 101, then starts the transport and the session in the connection's scope and runs the handler. */
-  start(head: Buffer): Effect.Effect<void, unknown, R | Scope.Scope> {
+  start(): Effect.Effect<void, unknown, R | Scope.Scope> {
     const negotiated = this.negotiated!
+    const head = this.head!
     this.negotiated = undefined
+    this.head = undefined
     // Registered first, so it runs after the session's finalizers (zlib contexts of permessage-deflate).
     const written = ServerHandshake.writeAccepted(this.socket, negotiated, this.scope)
     // No finalizer of its own: the raw session's destroys it (and `end` one whose session could not start).
@@ -125,6 +131,7 @@ class RouteConnection<E, R> {
     this.session = undefined
     this.transport = undefined
     this.negotiated = undefined
+    this.head = undefined
     let ended = Scope.close(this.scope, exit)
     // `run` with the handler's exit as its handler: it closes (1000/1011) and waits exactly as if it had run the handler.
     if (session !== undefined) ended = Effect.andThen(Effect.exit(session.run(() => exit)), ended)
@@ -167,12 +174,20 @@ const serve = <E, R>(
   }
   heads.delete(request)
   const scope = Scope.makeUnsafe()
-  const connection = new RouteConnection(request.socket, scope, negotiated, handler, options.session)
+  const connection = new RouteConnection(request.socket, scope, head, negotiated, handler, options.session)
+  // As `Effect.scoped` does it: the connection's scope enters the fiber's context without a frame
+  // of its own (the `onExit` below restores the context), one stack frame less per idle connection.
   return Effect.matchCause(
-    Effect.onExit(
-      Effect.provideService(Effect.suspend(() => connection.start(head)), Scope.Scope, scope),
-      (exit) => connection.end(exit)
-    ),
+    Effect.withFiber((fiber) => {
+      const previous = fiber.context
+      fiber.setContext(Context.add(previous, Scope.Scope, scope))
+      // `Scope` is provided: it was just added to the fiber's context.
+      const started = Effect.suspend(() => connection.start()) as Effect.Effect<void, unknown, R>
+      return Effect.onExit(started, (exit) => {
+        fiber.setContext(previous)
+        return connection.end(exit)
+      })
+    }),
     UPGRADED_MATCH
   )
 }
