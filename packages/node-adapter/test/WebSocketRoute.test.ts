@@ -1,7 +1,7 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { DefaultWebSocketSession } from "@effect-ws/core"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import * as WebSocketClient from "../src/WebSocketClient.ts"
 import * as WebSocketRoute from "../src/WebSocketRoute.ts"
@@ -22,7 +22,9 @@ const routes = Layer.mergeAll(
 )
 
 /** Serves the routes on an ephemeral port for the test's scope; returns the port. */
-const serve = Effect.gen(function*() {
+const serve = Effect.suspend(() => serveRoutes(routes))
+
+const serveRoutes = <E>(routes: Layer.Layer<never, E, HttpRouter.HttpRouter>) => Effect.gen(function*() {
   const context = yield* Layer.build(
     HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
       Layer.provideMerge(
@@ -70,5 +72,35 @@ describe("WebSocketRoute (NodeHttpServer + HttpRouter)", () => {
       const response = yield* rawExchange(port, request, (r) => r.includes("echo:hey"))
       assert.strictEqual(statusOf(response), 101)
       assert.include(response, "\x81\x08echo:hey")
+    }))
+
+  it.live("the session ends as the handler did (1000 when it returns, 1011 when it fails), after the handler's own finalizers ran in the connection's scope", () =>
+    Effect.gen(function*() {
+      const finalized: Array<string> = []
+      const port = yield* serveRoutes(Layer.mergeAll(
+        HttpRouter.add("GET", "/done", WebSocketRoute.handler(() => Effect.addFinalizer(() => Effect.sync(() => finalized.push("done"))))),
+        HttpRouter.add(
+          "GET",
+          "/fail",
+          WebSocketRoute.handler(() => Effect.andThen(Effect.addFinalizer(() => Effect.sync(() => finalized.push("fail"))), Effect.fail("boom")))
+        )
+      ))
+      const done = yield* WebSocketClient.connect(`ws://127.0.0.1:${port}/done`)
+      assert.strictEqual((yield* done.session.awaitClose).code, 1000)
+      const failed = yield* WebSocketClient.connect(`ws://127.0.0.1:${port}/fail`)
+      assert.strictEqual((yield* failed.session.awaitClose).code, 1011)
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(finalized.sort(), ["done", "fail"])
+    }))
+
+  it.live("closing the server's layer interrupts open sessions, which send Close 1001", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const port = yield* Scope.provide(serve, scope)
+      const { session } = yield* WebSocketClient.connect(`ws://127.0.0.1:${port}/ws`)
+      yield* session.send("one")
+      yield* session.receive
+      yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      assert.strictEqual((yield* session.awaitClose).code, 1001)
     }))
 })
