@@ -131,17 +131,21 @@ export const parseWebSocketExtensions = (
     while (pos < n && isTchar(s.charCodeAt(pos))) pos++
     return s.slice(start, pos)
   }
-  /** At an opening quote: the unescaped token value, or an error. */
+  /**
+   * At an opening quote: the unescaped token value, or an error. One scan with no allocation per
+   * escape (a hostile value of 500,000 escapes costs one `slice` and one `replace` at the closing
+   * quote, nothing when the quote never comes).
+   */
   const quoted = (): string | ExtensionHeaderError => {
     const open = pos
     pos++
-    const parts: Array<string> = []
-    let segment = pos
+    let escaped = false
     let notToken = -1
     while (pos < n) {
       const c = s.charCodeAt(pos)
       if (c === 0x22) {
-        const unescaped = parts.length === 0 ? s.slice(segment, pos) : (parts.push(s.slice(segment, pos)), parts.join(""))
+        const raw = s.slice(open + 1, pos)
+        const unescaped = escaped ? raw.replace(/\\([\s\S])/g, "$1") : raw
         pos++
         if (unescaped.length === 0) {
           return error(`quoted parameter value must be a token (RFC 6455 §9.1), got an empty string at offset ${open}`, open)
@@ -155,13 +159,12 @@ export const parseWebSocketExtensions = (
         return unescaped
       }
       if (c === 0x5c) {
-        parts.push(s.slice(segment, pos))
+        escaped = true
         pos++
         if (pos >= n) break
         const e = s.charCodeAt(pos)
         if (!isQuotable(e)) return error(`invalid escaped character ${describeAt(s, pos)} in quoted-string`, pos)
         if (notToken < 0 && !isTchar(e)) notToken = pos
-        segment = pos
         pos++
         continue
       }
