@@ -1,0 +1,68 @@
+/**
+ * The server process of `hostile.test.ts` (forked by it, never run by hand): the demo
+ * (`demoLayer`: `/`, `/chat`, `/echo`) on 127.0.0.1 and an ephemeral port, plus two standalone
+ * `WebSocketServer`s with the short timeouts the timing rows need (the demo's are node:http's and
+ * 30 s pings): `strict` (handshake and close timeouts 500 ms, 2 MiB heads, no pings; `/echo`
+ * semantics, and a text message "close-me" makes the server start the close handshake) and
+ * `pinging` (a Ping every 250 ms, 250 ms to answer it). All three run in this one process so its
+ * memory is what the test samples. Talks to the test over IPC (`../../bench/ipc.ts`):
+ * `ready` with the three ports; `stats` (memory after `gc()` on request, and `connections`: the
+ * process's open TCP sockets); `closes` (the close codes the strict and pinging sessions ended
+ * with since the last call, from their `awaitClose`).
+ */
+import { CloseReason } from "@effect-ws/codec"
+import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
+import { readText } from "@effect-ws/core/DefaultWebSocketSession"
+import { WebSocketServer } from "@effect-ws/node-adapter"
+import { Context, Effect, Layer, References } from "effect"
+import { HttpServer } from "effect/http"
+import { demoLayer } from "../../demo/server.ts"
+import { emit, HOST, serve, serverHandlers } from "../../bench/ipc.ts"
+
+/** Open TCP sockets of this process (listening sockets and the IPC pipe are other resource types). */
+const tcpSockets = (): number => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
+
+/** Close codes of ended strict/pinging sessions, drained by each `closes` request. */
+const closes: Array<{ readonly server: string; readonly code: number; readonly message: string }> = []
+
+const BYE = CloseReason.CloseReason(1000, "bye")
+
+/** Echo; "close-me" starts the close handshake from the server; records how the session ended. */
+const handler = (server: string) => (session: WebSocketSession) =>
+  Effect.andThen(
+    Effect.forkDetach(
+      Effect.flatMap(session.awaitClose, (reason) => Effect.sync(() => closes.push({ server, code: reason.code, message: reason.message }))),
+      { startImmediately: true }
+    ),
+    session.consumeEach((message) =>
+      message._tag === "Text" && readText(message) === "close-me" ? session.close(BYE) : session.sendFrame(message)
+    )
+  )
+
+const program = Effect.gen(function*() {
+  const demo = yield* Layer.build(demoLayer({ host: HOST, port: 0 }))
+  const address = Context.get(demo, HttpServer.HttpServer).address
+  if (address._tag === "UnixPathAddress") throw new Error("expected an IP address")
+  const strict = yield* WebSocketServer.make(handler("strict"), {
+    host: HOST,
+    port: 0,
+    handshakeTimeout: "500 millis",
+    maxHeaderSize: 2 * 1024 * 1024,
+    shutdownTimeout: "200 millis",
+    session: { closeTimeout: "500 millis" }
+  })
+  const pinging = yield* WebSocketServer.make(handler("pinging"), {
+    host: HOST,
+    port: 0,
+    shutdownTimeout: "200 millis",
+    session: { pingInterval: "250 millis", pingTimeout: "250 millis", closeTimeout: "500 millis" }
+  })
+  serve({
+    ...serverHandlers(tcpSockets),
+    closes: () => closes.splice(0)
+  })
+  emit({ type: "ready", port: address.port, strict: strict.port, pinging: pinging.port })
+  return yield* Effect.never
+}).pipe(Effect.scoped, Effect.provideService(References.MinimumLogLevel, "Error"))
+
+Effect.runFork(program)
