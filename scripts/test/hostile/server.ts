@@ -7,7 +7,7 @@
  * `pinging` (a Ping every 250 ms, 250 ms to answer it). All three run in this one process so its
  * memory is what the test samples. Talks to the test over IPC (`../../bench/ipc.ts`):
  * `ready` with the three ports; `stats` (memory after `gc()` on request, and `connections`: the
- * process's open TCP sockets); `closes` (the close codes the strict and pinging sessions ended
+ * process's open sockets); `closes` (the close codes the strict and pinging sessions ended
  * with since the last call, from their `awaitClose`).
  */
 import { CloseReason } from "@effect-ws/codec"
@@ -15,12 +15,27 @@ import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
 import { readText } from "@effect-ws/core/DefaultWebSocketSession"
 import { WebSocketServer } from "@effect-ws/node-adapter"
 import { Context, Effect, Layer, References } from "effect"
+import * as Fs from "node:fs"
 import { HttpServer } from "effect/http"
 import { demoLayer } from "../../demo/server.ts"
 import { emit, HOST, serve, serverHandlers } from "../../bench/ipc.ts"
 
-/** Open TCP sockets of this process (listening sockets and the IPC pipe are other resource types). */
-const tcpSockets = (): number => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
+/**
+ * Sockets this process holds open: its file descriptors that are sockets (listening ones and
+ * the IPC channel included, a constant). Counted from /proc, since `getActiveResourcesInfo`
+ * leaves out sockets that are not being read (a paused or half-closed one).
+ */
+const openSockets = (): number => {
+  let count = 0
+  for (const fd of Fs.readdirSync("/proc/self/fd")) {
+    try {
+      if (Fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith("socket:")) count++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count
+}
 
 /** Close codes of ended strict/pinging sessions, drained by each `closes` request. */
 const closes: Array<{ readonly server: string; readonly code: number; readonly message: string }> = []
@@ -58,7 +73,7 @@ const program = Effect.gen(function*() {
     session: { pingInterval: "250 millis", pingTimeout: "250 millis", closeTimeout: "500 millis" }
   })
   serve({
-    ...serverHandlers(tcpSockets),
+    ...serverHandlers(openSockets),
     closes: () => closes.splice(0)
   })
   emit({ type: "ready", port: address.port, strict: strict.port, pinging: pinging.port })
