@@ -8,7 +8,8 @@
  * memory is what the test samples. Talks to the test over IPC (`../../bench/ipc.ts`):
  * `ready` with the three ports; `stats` (memory after `gc()` on request, and `connections`: the
  * process's open sockets); `closes` (the close codes the strict and pinging sessions ended
- * with since the last call, from their `awaitClose`).
+ * with since the last call, from their `awaitClose`); `snapshot` (a heap snapshot to a path).
+ * Also the soak's and `scripts/soak/declared.ts`'s server.
  */
 import { CloseReason } from "@effect-ws/codec"
 import type { WebSocketSession } from "@effect-ws/core/DefaultWebSocketSession"
@@ -16,6 +17,7 @@ import { readText } from "@effect-ws/core/DefaultWebSocketSession"
 import { WebSocketServer } from "@effect-ws/node-adapter"
 import { Context, Effect, Layer, References } from "effect"
 import * as Fs from "node:fs"
+import * as V8 from "node:v8"
 import { HttpServer } from "effect/http"
 import { demoLayer } from "../../demo/server.ts"
 import { emit, HOST, serve, serverHandlers } from "../../bench/ipc.ts"
@@ -74,7 +76,9 @@ const program = Effect.gen(function*() {
   })
   serve({
     ...serverHandlers(openSockets),
-    closes: () => closes.splice(0)
+    closes: () => closes.splice(0),
+    // A heap snapshot of this process (after gc()) written to `path`, for retention questions.
+    snapshot: (message) => V8.writeHeapSnapshot(String(message["path"]))
   })
   emit({ type: "ready", port: address.port, strict: strict.port, pinging: pinging.port })
   return yield* Effect.never
