@@ -16,6 +16,7 @@ import { Effect } from "effect"
 import * as Net from "node:net"
 import * as Zlib from "node:zlib"
 import { switchingProtocols } from "../../packages/node-adapter/test/helpers.ts"
+import { openFileLimit } from "../bench/ipc.ts"
 import { fuzzFrameParser, fuzzHeadParser } from "./hostile/fuzz.ts"
 import {
   awaitSockets,
@@ -623,26 +624,30 @@ describe("hostile inputs (issue 19)", () => {
     await survived("chat slow member", before, { rssMB: 48 })
   }, 40_000)
 
-  it("5,000 connections opened as fast as possible (200 at a time): all succeed or fail cleanly; memory reported; all closed after", async () => {
+  it("5,000 connections opened as fast as possible (200 at a time): all succeed; memory reported; all closed after", async () => {
+    // Both processes hold one descriptor per connection: fewer when the open-file limit is lower (said in the figures).
+    const limit = openFileLimit()
+    const count = Math.min(5_000, Number.isFinite(limit) ? limit - 500 : 5_000)
     const sockets = (await target.child.stats()).connections
     const before = await memory(target)
     const started = performance.now()
-    const peers = await openMany(target.demo, "/echo", 5_000, 200)
+    const peers = await openMany(target.demo, "/echo", count, 200)
     const openMs = performance.now() - started
     const open = await memory(target)
     const alive = peers.filter((p) => !p.tcpClosed && p.status === 101).length
     note(
-      `5,000 connections: ${alive} open after ${openMs.toFixed(0)} ms; server RSS ${before.rssMB.toFixed(0)} → ${open.rssMB.toFixed(0)} MB ` +
-        `(${((open.rss - before.rss) / 5_000 / 1024).toFixed(1)} KiB/connection), heap +${((open.heapUsed - before.heapUsed) / 5_000 / 1024).toFixed(1)} KiB/connection`
+      `${count} connections (open-file limit ${limit}): ${alive} open after ${openMs.toFixed(0)} ms, server sockets ${open.connections}; server RSS ${before.rssMB.toFixed(0)} → ${open.rssMB.toFixed(0)} MB ` +
+        `(${((open.rss - before.rss) / count / 1024).toFixed(1)} KiB/connection), heap +${((open.heapUsed - before.heapUsed) / count / 1024).toFixed(1)} KiB/connection`
     )
-    expect(alive).toBe(5_000)
+    expect(alive).toBe(count)
+    expect(open.connections - sockets).toBe(count)
     await freshEcho(target.demo)
     for (const p of peers) p.destroy()
     const left = await awaitSockets(target, sockets, 10_000)
-    note(`5,000 connections: ${left} server sockets left after closing (${sockets} before)`)
+    note(`${count} connections: ${left} server sockets left after closing (${sockets} before)`)
     expect(left).toBeLessThanOrEqual(sockets)
-    // RSS is not given back at once after 5,000 sockets (see the report: allocator, not heap); the heap is.
-    await survived("5,000 connections", before, { rssMB: 256, heapMB: 16 })
+    // RSS is not given back at once after thousands of sockets (the allocator keeps it, see the report); the heap is.
+    await survived(`${count} connections`, before, { rssMB: 256, heapMB: 16 })
   }, 60_000)
 })
 

@@ -8,7 +8,8 @@
  * memory is what the test samples. Talks to the test over IPC (`../../bench/ipc.ts`):
  * `ready` with the three ports; `stats` (memory after `gc()` on request, and `connections`: the
  * process's open sockets); `closes` (the close codes the strict and pinging sessions ended
- * with since the last call, from their `awaitClose`); `snapshot` (a heap snapshot to a path).
+ * with since the last call, from their `awaitClose`); `usage` (`process.memoryUsage()` and
+ * V8's heap spaces); `snapshot` (a heap snapshot to a path).
  * Also the soak's and `scripts/soak/declared.ts`'s server.
  */
 import { CloseReason } from "@effect-ws/codec"
@@ -77,6 +78,14 @@ const program = Effect.gen(function*() {
   serve({
     ...serverHandlers(openSockets),
     closes: () => closes.splice(0),
+    // Everything node reports about this process's memory (after gc() on request): where RSS goes.
+    usage: (message) => {
+      if (message["gc"] === true) for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.()
+      return {
+        ...process.memoryUsage(),
+        spaces: Object.fromEntries(V8.getHeapSpaceStatistics().map((s) => [s.space_name, s.physical_space_size]))
+      }
+    },
     // A heap snapshot of this process (after gc()) written to `path`, for retention questions.
     snapshot: (message) => V8.writeHeapSnapshot(String(message["path"]))
   })
