@@ -12,7 +12,10 @@
  * environment to see whether RSS then returns. SNAPSHOT=path writes a heap snapshot after the
  * last round.
  */
-import { Child, envNumber, fmt, guardChildren, type ServerStats } from "../bench/ipc.ts"
+import { fmt } from "../bench/format.ts"
+import { Child, guardChildren } from "../bench/ipc.ts"
+import type { ServerStats } from "../bench/protocol.ts"
+import { envNumber } from "../bench/settings.ts"
 import { header, Peer, pause } from "../test/hostile/wire.ts"
 
 const MiB = 2 ** 20

@@ -10,7 +10,10 @@
  * a connection closed unexpectedly, or the RSS drifted more than 10 %. Other knobs:
  * SOAK_THINK_MS (mean pause between a client's echo and its next message, default 500).
  */
-import { Child, envNumber, fmt, guardChildren, type ServerStats } from "../bench/ipc.ts"
+import { fmt } from "../bench/format.ts"
+import { Child, guardChildren } from "../bench/ipc.ts"
+import type { ServerStats } from "../bench/protocol.ts"
+import { envNumber } from "../bench/settings.ts"
 import type { SoakParams, SoakTotals } from "./load.ts"
 
 const conns = envNumber("SOAK_CONNS", 1_000, 1)

@@ -21,7 +21,8 @@ import * as Fs from "node:fs"
 import * as V8 from "node:v8"
 import { HttpServer } from "effect/http"
 import { demoLayer } from "../../demo/server.ts"
-import { emit, HOST, serve, serverHandlers } from "../../bench/ipc.ts"
+import { emit, serve, serverHandlers } from "../../bench/ipc.ts"
+import { HOST } from "../../bench/protocol.ts"
 
 /**
  * Sockets this process holds open: its file descriptors that are sockets (listening ones and

@@ -6,7 +6,8 @@
  */
 import { CloseReason, Frame, FrameParser, Mask } from "@effect-ws/codec"
 import * as Net from "node:net"
-import { Child, type ServerStats } from "../../bench/ipc.ts"
+import { Child } from "../../bench/ipc.ts"
+import type { ServerStats } from "../../bench/protocol.ts"
 import { clientFrameBytes } from "../../bench/rawclient.ts"
 import { upgradeRequest } from "../../../packages/node-adapter/test/helpers.ts"
 
