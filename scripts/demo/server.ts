@@ -58,11 +58,19 @@ const routes = Layer.mergeAll(
   HttpRouter.add("*", "/echo", WebSocketRoute.handler(logged("/echo", echo), { session, extensions: PerMessageDeflate.extensions() }))
 )
 
+/**
+ * node:http's handshake deadline for the demo: a request head (the upgrade request included) must
+ * be complete within 10 s of the connection (node's default is 60 s, checked every 30 s, so a
+ * silent or trickling client held a socket for up to 90 s); connections are checked every second.
+ * A silent connection is then dropped, a half-sent head gets 408 (hostile-inputs H3).
+ */
+const HANDSHAKE_LIMITS = { headersTimeout: 10_000, connectionsCheckingInterval: 1_000 } as const
+
 /** The whole demo as a layer: the router served on `host:port` (0: an ephemeral port), with one chat room. */
 export const demoLayer = (options: { readonly host: string; readonly port: number }) =>
   HttpRouter.serve(routes, { disableLogger: true }).pipe(
     Layer.provide(ChatRoom.layer),
-    Layer.provideMerge(NodeHttpServer.layer(() => WebSocketRoute.createServer(), { ...options, gracefulShutdownTimeout: "1 second" }))
+    Layer.provideMerge(NodeHttpServer.layer(() => WebSocketRoute.createServer(HANDSHAKE_LIMITS), { ...options, gracefulShutdownTimeout: "1 second" }))
   )
 
 /** The demo configured from the environment: HOST (default 127.0.0.1) and PORT (default 8080). */

@@ -41,9 +41,19 @@ let target: Target
 const figures: Array<string> = []
 const note = (line: string) => figures.push(line)
 
+/** H3 on the demo itself: a silent connection and a half-sent head, opened first and checked last (its deadline is 10 s). */
+let demoSlow: { readonly openedAt: number; readonly silent: Peer; readonly partial: Peer; closedAt: Array<number> } | undefined
+
 beforeAll(async () => {
   target = await startTarget()
   await freshEcho(target.demo, 5_000) // warm up the route and the JIT
+  const silent = await Peer.connect(target.demo)
+  const partial = await Peer.connect(target.demo)
+  partial.expectHttp()
+  partial.send("GET /echo HTTP/1.1\r\nHost: x\r\n")
+  const slow = { openedAt: performance.now(), silent, partial, closedAt: [] as Array<number> }
+  for (const peer of [silent, partial]) peer.socket.once("close", () => slow.closedAt.push(performance.now() - slow.openedAt))
+  demoSlow = slow
 }, 60_000)
 
 afterAll(async () => {
@@ -646,6 +656,15 @@ describe("hostile inputs (issue 19)", () => {
     for (const m of members) m.destroy()
     await survived("chat slow member", before, { rssMB: 48 })
   }, 40_000)
+
+  it("H3 on the demo: a silent connection and a half-sent head are dropped after its 10 s head deadline (408 for the head)", async () => {
+    const slow = demoSlow!
+    await poll(() => slow.closedAt.length === 2, Math.max(1_000, 13_000 - (performance.now() - slow.openedAt)), "both closes")
+    note(`H3 demo: closed after ${slow.closedAt.map((ms) => (ms / 1000).toFixed(1)).join(" and ")} s; half-sent head answered ${slow.partial.status}`)
+    for (const ms of slow.closedAt) expect(ms).toBeGreaterThan(9_000)
+    expect(slow.partial.status).toBe(408)
+    expect(slow.silent.status).toBe(0)
+  }, 20_000)
 
   it("5,000 connections opened as fast as possible (200 at a time): all succeed; memory reported; all closed after", async () => {
     // Both processes hold one descriptor per connection: fewer when the open-file limit is lower (said in the figures).
