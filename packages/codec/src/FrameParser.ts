@@ -57,7 +57,9 @@ export interface FrameParserOptions {
   /**
    * Allocates the buffer of a frame that spans chunks (default `new Uint8Array(size)`). Every byte
    * is written before the frame is handed out and a partial buffer is dropped, never exposed, so
-   * an uninitialised allocation (Node's `Buffer.allocUnsafe`) is safe and saves zero-filling.
+   * an uninitialised allocation (Node's `Buffer.allocUnsafe`) is safe and saves zero-filling. The
+   * parser owns what it returns: a buffer it no longer needs (outgrown, or dropped by `discard`)
+   * is detached at once when it spans its whole `ArrayBuffer`.
    */
   readonly allocate?: (size: number) => Uint8Array
   /**
@@ -95,9 +97,26 @@ const VALIDATE_UTF8 = 0x80
 const TEXT_MESSAGE = 0x100
 const TEXT_FRAME = 0x200
 const UNVALIDATED_TEXT = 0x400
+const OWNED_PAYLOAD = 0x800
 /** All the flags above; the bits from `UTF8_SHIFT` up hold the validator state of the open text message. */
-const FLAGS = 0x7ff
-const UTF8_SHIFT = 11
+const FLAGS = 0xfff
+const UTF8_SHIFT = 12
+
+/**
+ * Frees a payload buffer the parser allocated and no longer needs (never handed out) at once, by
+ * detaching its `ArrayBuffer`, instead of leaving it to the garbage collector: only when it spans
+ * its whole `ArrayBuffer` (so it shares memory with nothing else, e.g. not a slice of Node's
+ * `Buffer` pool). Never throws.
+ */
+const free = (buffer: Uint8Array): void => {
+  const memory = buffer.buffer
+  if (buffer.byteOffset !== 0 || buffer.byteLength !== memory.byteLength || !(memory instanceof ArrayBuffer)) return
+  try {
+    ;(memory as { transfer?: (length: number) => ArrayBuffer }).transfer?.(0)
+  } catch {
+    // Not detachable: left to the garbage collector.
+  }
+}
 
 /**
  * The one validator every parser borrows while it checks a piece of text (`push` runs to the end
@@ -240,6 +259,22 @@ export class FrameParser {
    */
   get viewsLastChunk(): boolean {
     return (this.bits & VIEWED) !== 0
+  }
+
+  /**
+   * Drops the bytes held for an incomplete frame (header and payload), as if the input had ended
+   * at the last frame boundary: the next `push` starts with a frame header. A payload buffer the
+   * parser allocated is freed at once (see `allocate`) rather than left to the garbage collector,
+   * which an idle process may not run for a long time. For a connection that ended mid-frame
+   * (core's reader calls it when its input is over).
+   */
+  discard(): void {
+    const payload = this.payload
+    if (payload !== undefined && (this.bits & OWNED_PAYLOAD) !== 0) free(payload)
+    this.payload = undefined
+    this.payloadFilled = 0
+    this.headerFilled = 0
+    this.bits &= ~OWNED_PAYLOAD
   }
 
   /** Whether a fragmented message is open (a later frame must be a Continuation). */
@@ -447,6 +482,7 @@ export class FrameParser {
     }
     this.payload = EMPTY
     this.payloadFilled = 0
+    this.bits &= ~OWNED_PAYLOAD
     if (available > 0) this.keepFirstPiece(chunk.subarray(pos))
     return chunk.length
   }
@@ -458,7 +494,7 @@ export class FrameParser {
    * copied once, at its exact size.
    */
   private keepFirstPiece(piece: Uint8Array): void {
-    this.bits |= VIEWED
+    this.bits = (this.bits & ~OWNED_PAYLOAD) | VIEWED
     this.payload = piece
     this.payloadFilled = piece.length
     if ((this.bits & TEXT_FRAME) !== 0) {
@@ -494,6 +530,7 @@ export class FrameParser {
     }
     if (done) {
       this.payload = undefined
+      this.bits &= ~OWNED_PAYLOAD // handed out: the frame's now
       this.emit(payload, out)
     }
     return take
@@ -508,6 +545,8 @@ export class FrameParser {
     const old = this.payload!
     const grown = this.allocate(Math.min(this.payloadLength, Math.max(needed, 2 * old.length, MIN_PAYLOAD_BUFFER)))
     if (this.payloadFilled > 0) grown.set(old.subarray(0, this.payloadFilled), 0)
+    if ((this.bits & OWNED_PAYLOAD) !== 0) free(old)
+    this.bits |= OWNED_PAYLOAD
     return this.payload = grown
   }
 
@@ -535,8 +574,7 @@ export class FrameParser {
 
   private fail(v: ProtocolViolation): false {
     this.failure = v
-    this.payload = undefined
-    this.headerFilled = 0
+    this.discard()
     return false
   }
 }

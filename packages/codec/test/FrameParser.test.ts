@@ -221,6 +221,39 @@ describe("FrameParser: lengths and chunking (conformance §1, H6)", () => {
     assert.isTrue(parser.atFrameBoundary)
   })
 
+  it("frees the buffers it outgrows, and on discard the one of a frame left half-received", () => {
+    const allocated: Array<Uint8Array> = []
+    const parser = new FrameParser.FrameParser({ role: "client", allocate: (n) => allocated[allocated.push(new Uint8Array(n)) - 1]! })
+    const out: Array<Frame.Frame> = []
+    parser.push(hex("82 7f 00 00 00 00 00 10 00 00"), out) // 1 MiB declared
+    for (let i = 0; i < 5; i++) parser.push(new Uint8Array(60_000).fill(i + 1), out)
+    assert.isAtLeast(allocated.length, 2)
+    // Every outgrown buffer was detached (its memory freed); the one in use holds the bytes so far.
+    assert.deepStrictEqual(allocated.slice(0, -1).map((b) => b.byteLength), allocated.slice(0, -1).map(() => 0))
+    const current = allocated.at(-1)!
+    assert.strictEqual(current[299_999], 5)
+    parser.discard()
+    assert.strictEqual(current.byteLength, 0, "the partial buffer was freed")
+    assert.strictEqual(parser.bufferedBytes, 0)
+    assert.isTrue(parser.atFrameBoundary)
+    // The next push starts at a frame header; a frame handed out is never freed.
+    const bytes = new Uint8Array(70_004)
+    bytes.set(hex("82 7e ff ff"))
+    bytes.fill(7, 4)
+    parser.push(bytes.subarray(0, 30_000), out)
+    parser.push(bytes.subarray(30_000, 60_000), out)
+    parser.push(bytes.subarray(60_000, 65_539), out)
+    parser.discard() // nothing held: a no-op
+    assert.strictEqual(out.length, 1)
+    assert.strictEqual(out[0]!.payload.length, 65_535)
+    assert.isTrue(out[0]!.payload.every((b) => b === 7))
+    // A view of a pushed chunk (the first piece of a spanning frame) is never detached.
+    const chunk = hex("82 7e 01 00 01 02 03")
+    parser.push(chunk, out)
+    parser.discard()
+    assert.strictEqual(chunk.byteLength, 7)
+  })
+
   it("checks maxMessageSize at each data frame header, with what the message's earlier frames declared", () => {
     const limited: Options = { role: "client", maxMessageSize: 10 }
     // One frame declaring 11 bytes: fails at its header, nothing buffered.

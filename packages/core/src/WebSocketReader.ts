@@ -262,6 +262,8 @@ export class WebSocketReader {
     if (this.finishedFlag) return undefined
     this.finishedFlag = true
     this.stopped = true
+    // A frame left half-received: its buffer is freed now, not whenever the next GC comes.
+    this.parser.discard()
     // Interrupted (scope closed) while still delivering: takers must not wait forever.
     const after = this.endWith(new AbnormalClosure({ cause: new TransportClosed({ reason: "Destroyed" }) }))
     const finished = this.extra?.finished
