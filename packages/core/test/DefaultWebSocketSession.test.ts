@@ -430,6 +430,27 @@ describe("DefaultWebSocketSession: closing (every ending path completes closeRea
       }
     }))
 
+  it.effect("when run's handler ends, the messages it did not take are dropped: a reader blocked on a full inbox reads on to the peer's Close (no close timeout)", () =>
+    Effect.gen(function*() {
+      for (const mode of ["queue", "inbox"] as const) {
+        const { session, peer, closeAndCheck } = yield* setup({
+          session: { closeTimeout: "3 seconds" },
+          raw: { channels: { incoming: { capacity: 1, overflow: "suspend" }, outgoing: { capacity: 8, overflow: "suspend" } } }
+        })
+        if (mode === "queue") assert.isDefined(session.incoming)
+        // One message fills the inbox; the reader then waits to offer the second and reads nothing more.
+        yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"))
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        const running = yield* Effect.forkChild(session.run(() => Effect.void))
+        assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""], mode)
+        // The clock never moves: the peer's Close is read only because the reader was let go.
+        yield* peer.send(Frame.close(CloseReason.CloseReason(1000)))
+        yield* Fiber.join(running)
+        assert.deepStrictEqual(yield* reasonOf(session), { code: 1000, message: "" }, mode)
+        yield* closeAndCheck
+      }
+    }))
+
   it.effect("H13 the peer sends Close and never reads our reply: the transport is destroyed after closeTimeout", () =>
     Effect.gen(function*() {
       const { session, peer, closeAndCheck } = yield* setup({ session: { closeTimeout: "1 second" }, kit: { highWaterMark: 0 } })

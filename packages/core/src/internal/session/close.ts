@@ -165,6 +165,15 @@ export abstract class CloseHandshake extends ExtensionChain {
     this.endFragmentedMessage() // its owner's next fragment fails; the senders waiting for the gate too
     extra.awaitedPong = undefined
     if (this.draining) this.wakeDrainWaiter() // ended some other way: a held-back failure stops waiting
+    this.stopPinger() // a sleeping pinger would keep the session (and its unread messages) until its next Ping
+  }
+
+  /** Interrupts the pinger, if it runs (and is not the caller: the pinger itself may end the session). */
+  private stopPinger(): void {
+    const pinger = this.extra?.pingerFiber
+    if (pinger === undefined) return
+    this.extra!.pingerFiber = undefined
+    if (Fiber.getCurrent() !== pinger) pinger.interruptUnsafe()
   }
 
   /** Queues our Close unless one was already sent; returns whether it was queued. */
@@ -293,9 +302,7 @@ export abstract class CloseHandshake extends ExtensionChain {
   /** Starts the closer (once) and stops the pinger. */
   protected get beginClosing(): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const pinger = this.extra?.pingerFiber
-      if (pinger !== undefined) this.extra!.pingerFiber = undefined
-      if (pinger !== undefined && Fiber.getCurrent() !== pinger) pinger.interruptUnsafe()
+      this.stopPinger()
       if (this.closerStarted || this.scopeClosing) return Effect.void
       this.closerStarted = true
       return Effect.map(Effect.forkIn(this.closer, this.scope, { startImmediately: true }), (fiber) => {

@@ -54,6 +54,7 @@ const HAS_QUEUE = 1 << 3
 const INBOX_ENDED = 1 << 4
 const DRAINING = 1 << 11
 const BATCH_OUT = 1 << 12
+const ABANDONED = 1 << 15
 
 /**
  * The session's incoming messages (the base class of `Session`, so they cost no object of their
@@ -78,6 +79,8 @@ export abstract class Inbox extends SessionState {
   private declare inboxEnded: boolean
   /** A failure is held back until the messages before it were taken (`CloseHandshake.failAfterDrain`). */
   protected declare draining: boolean
+  /** Nobody will take messages any more (`abandonInbox`): new ones are dropped. */
+  private declare abandoned: boolean
   /**
    * `consumeEach` or a `messages` pull took a batch and has not come back for more yet (`f` may
    * still be running on it, the stream may still be handling the chunk).
@@ -121,7 +124,8 @@ export abstract class Inbox extends SessionState {
 
   /** Buffers a message if there is room (and the session has not ended); wakes a waiting taker. */
   protected offer(message: Message): boolean {
-    if ((this.flags & (HAS_QUEUE | INBOX_ENDED)) !== 0) {
+    if ((this.flags & (HAS_QUEUE | INBOX_ENDED | ABANDONED)) !== 0) {
+      if (this.abandoned) return true // dropped: nobody takes
       return this.hasQueue ? Queue.offerUnsafe(this.extra!.realQueue!, message) : false
     }
     const items = this.items
@@ -259,6 +263,19 @@ export abstract class Inbox extends SessionState {
     waiter()
   }
 
+  /**
+   * The application's handler (`run`) ended: nobody will take messages any more. The buffered
+   * ones are dropped and later ones are not kept, so that a reader waiting for room in a full
+   * inbox reads on, to the peer's Close or the end of the input, instead of holding the session
+   * (and its messages) until the close timeout.
+   */
+  protected get abandonInbox(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.abandoned = true
+      return Effect.andThen(this.dropBuffered, Effect.sync(() => this.wakeDrainWaiter()))
+    })
+  }
+
   /** Drops the buffered messages (a held-back failure waited `closeTimeout` for them in vain). */
   protected get dropBuffered(): Effect.Effect<void> {
     return Effect.suspend(() => {
@@ -317,5 +334,6 @@ defineFlags(Inbox.prototype, {
   hasQueue: HAS_QUEUE,
   inboxEnded: INBOX_ENDED,
   draining: DRAINING,
-  batchOut: BATCH_OUT
+  batchOut: BATCH_OUT,
+  abandoned: ABANDONED
 })

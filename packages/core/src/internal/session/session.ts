@@ -258,9 +258,11 @@ export class Session extends SendGate implements WebSocketSession, FrameHandler 
   private runImpl<A, E, R>(handler: (session: WebSocketSession) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
     return Effect.onExit(handler(this), (exit) => {
       if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return Effect.void
-      const closing = Exit.isSuccess(exit)
-        ? Effect.ignore(this.closeImpl(NORMAL))
-        : this.closeExceptionally(Cause.squash(exit.cause))
+      // The handler is done: messages it did not take never will be (see `abandonInbox`).
+      const closing = Effect.andThen(
+        this.abandonInbox,
+        Exit.isSuccess(exit) ? Effect.ignore(this.closeImpl(NORMAL)) : this.closeExceptionally(Cause.squash(exit.cause))
+      )
       // Wait for the end of the session, then for our last Close (or echo) to be written.
       const ended = Effect.andThen(closing, Effect.andThen(this.awaitClose, this.writer.flush))
       // A client then waits for the server to close the connection: the closer does exactly that.

@@ -19,7 +19,7 @@
  * | bits | file | names |
  * |---|---|---|
  * | 0–1 | inbox.ts | `TAKER_KIND` (the first taker's `TakeKind`) |
- * | 2–4, 11–12 | inbox.ts | `WAKE_SCHEDULED`, `HAS_QUEUE`, `INBOX_ENDED`, `DRAINING`, `BATCH_OUT` |
+ * | 2–4, 11–12, 15 | inbox.ts | `WAKE_SCHEDULED`, `HAS_QUEUE`, `INBOX_ENDED`, `DRAINING`, `BATCH_OUT`, `ABANDONED` |
  * | 5–9 | close.ts | `HANDLER_ENDED`, `FINISHED`, `CLOSER_STARTED`, `SCOPE_CLOSING`, `DISCARDING` |
  * | 10 | sendGate.ts | `SEND_GATE_BUSY` |
  * | 13 | assembly.ts | `PARSER_VALIDATES_UTF8` |
