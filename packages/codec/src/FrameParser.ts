@@ -3,10 +3,10 @@
  * time works); get frames, or the first protocol violation with the close code to answer with.
  *
  * A frame that sits inside one chunk is handed out as a zero-copy view of that chunk; a frame
- * that spans chunks is kept as a view of its first piece, then copied into a buffer that grows
- * with the bytes received (never sized by the header's declared length alone, so a header costs
- * nothing until its bytes come) and ends at the frame's exact size: a frame spanning two chunks
- * is copied once. Masked payloads are unmasked in place, so the parser owns the
+ * that spans chunks is copied into a buffer that grows with the bytes received (never sized by
+ * the header's declared length alone: a header costs nothing until its bytes come, then at most
+ * 64 KiB or about twice the bytes received) and ends at the frame's exact size, so a frame of up
+ * to 64 KiB is copied once. Masked payloads are unmasked in place, so the parser owns the
  * chunks it is given. It keeps no chunk between pushes, and
  * `viewsLastChunk` tells whether any frame of the last push is a view of its chunk (if not, the
  * caller may free or reuse that chunk at once).
@@ -72,10 +72,11 @@ export interface FrameParserOptions {
 const zeroed = (size: number): Uint8Array => new Uint8Array(size)
 
 /**
- * The first buffer of a frame that spans chunks holds at least this many bytes (or the whole
- * frame, when smaller); later buffers at least double, capped at the frame's size.
+ * The first buffer of a frame that spans chunks (allocated when its second piece comes) holds at
+ * least this many bytes, or the whole frame when smaller, so a frame of up to 64 KiB is allocated
+ * and copied once; later buffers at least double, capped at the frame's size.
  */
-const MIN_PAYLOAD_BUFFER = 4096
+const MIN_PAYLOAD_BUFFER = 65536
 
 const EMPTY = new Uint8Array(0)
 
@@ -170,9 +171,8 @@ export class FrameParser {
   private header: Uint8Array | undefined = undefined
   private headerFilled = 0
   /**
-   * Payload being assembled while a frame spans chunks: the view of the first piece in its chunk,
-   * then a buffer of at most `payloadLength` bytes that grows as they arrive (its first
-   * `payloadFilled` bytes are the frame's).
+   * Payload being assembled while a frame spans chunks: a buffer of at most `payloadLength` bytes
+   * that grows as they arrive (its first `payloadFilled` bytes are the frame's).
    */
   private payload: Uint8Array | undefined = undefined
   private payloadFilled = 0
@@ -239,7 +239,7 @@ export class FrameParser {
 
   /**
    * Bytes allocated for an incomplete frame (header and payload buffer): what this parser holds
-   * now. It grows with the bytes received (at most about twice them, or 4 KiB), not with the
+   * now. It grows with the bytes received (at most about twice them, or 64 KiB), not with the
    * length a header declares.
    */
   get bufferedBytes(): number {
@@ -252,10 +252,9 @@ export class FrameParser {
   }
 
   /**
-   * Whether the parser handed out or keeps a zero-copy view of the chunk last pushed: a frame
-   * appended by that `push`, or the first piece of a frame that spans chunks. When `false`, the
-   * parser holds no reference to that chunk (its bytes were copied or consumed), so the caller
-   * may reuse or free it (see `Transport.release` in core).
+   * Whether a frame appended by the last `push` is a zero-copy view of the chunk pushed. When
+   * `false`, the parser holds no reference to that chunk (its bytes were copied or consumed), so
+   * the caller may reuse or free it (see `Transport.release` in core).
    */
   get viewsLastChunk(): boolean {
     return (this.bits & VIEWED) !== 0
@@ -480,28 +479,13 @@ export class FrameParser {
       this.emit(payload, out)
       return pos + length
     }
+    // Nothing is allocated until payload bytes come; the first piece is copied (so the chunk can
+    // be released at once) into a buffer of the frame's size when it is at most 64 KiB.
     this.payload = EMPTY
     this.payloadFilled = 0
     this.bits &= ~OWNED_PAYLOAD
-    if (available > 0) this.keepFirstPiece(chunk.subarray(pos))
+    if (available > 0) this.continuePayload(pos === 0 ? chunk : chunk.subarray(pos), out)
     return chunk.length
-  }
-
-  /**
-   * Keeps `piece`, the first bytes of a frame that spans chunks (the rest of its chunk), as a view
-   * of that chunk: its bytes were received anyway, and the buffer is allocated when the next
-   * piece comes, usually the rest of the frame, so a frame spanning two chunks is allocated and
-   * copied once, at its exact size.
-   */
-  private keepFirstPiece(piece: Uint8Array): void {
-    this.bits = (this.bits & ~OWNED_PAYLOAD) | VIEWED
-    this.payload = piece
-    this.payloadFilled = piece.length
-    if ((this.bits & TEXT_FRAME) !== 0) {
-      // Text is unmasked and validated piece by piece, in place, as the pieces arrive.
-      if (this.masked) mask(piece, this.maskKey, 0, 0, piece.length)
-      this.checkUtf8(piece, 0, piece.length, false)
-    }
   }
 
   /**
@@ -512,11 +496,6 @@ export class FrameParser {
     const filled = this.payloadFilled
     const take = Math.min(this.payloadLength - filled, chunk.length)
     const now = filled + take
-    if (filled === 0 && now < this.payloadLength) {
-      // Only the header came before: this chunk is the first piece (and all of it is the frame's).
-      this.keepFirstPiece(chunk)
-      return this.failure === undefined ? take : chunk.length
-    }
     const payload = now > this.payload!.length ? this.grow(now) : this.payload!
     payload.set(take === chunk.length ? chunk : chunk.subarray(0, take), filled)
     this.payloadFilled = now

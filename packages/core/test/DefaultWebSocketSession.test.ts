@@ -33,6 +33,22 @@ const setup = (options: Setup = {}) =>
     return { session, peer, scope, closeScope, closeAndCheck, ours }
   })
 
+/**
+ * A session (closeTimeout 3 s) whose inbox, or `incoming` queue, holds one message: the peer sent
+ * three, so the reader waits to offer the second and reads nothing more.
+ */
+const blockedReader = (mode: "queue" | "inbox") =>
+  Effect.gen(function*() {
+    const setupDone = yield* setup({
+      session: { closeTimeout: "3 seconds" },
+      raw: { channels: { incoming: { capacity: 1, overflow: "suspend" }, outgoing: { capacity: 8, overflow: "suspend" } } }
+    })
+    if (mode === "queue") assert.isDefined(setupDone.session.incoming)
+    yield* setupDone.peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"))
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+    return setupDone
+  })
+
 const reasonOf = (session: DefaultWebSocketSession.WebSocketSession) => Deferred.await(session.closeReason)
 const peerClose = (f: PeerEvent) => closeOf(f)
 const payloadText = (m: Frame.Frame) => new TextDecoder().decode(m.payload)
@@ -409,14 +425,7 @@ describe("DefaultWebSocketSession: closing (every ending path completes closeRea
   it.effect("H13 with a full incoming queue: the reader waiting to offer a message stops when the session ends (not at scope close)", () =>
     Effect.gen(function*() {
       for (const mode of ["queue", "inbox"] as const) {
-        const { session, peer, closeAndCheck } = yield* setup({
-          session: { closeTimeout: "3 seconds" },
-          raw: { channels: { incoming: { capacity: 1, overflow: "suspend" }, outgoing: { capacity: 8, overflow: "suspend" } } }
-        })
-        if (mode === "queue") assert.isDefined(session.incoming)
-        // One message fills the queue; the reader then waits to offer the second and reads nothing more.
-        yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"))
-        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        const { session, peer, closeAndCheck } = yield* blockedReader(mode)
         yield* session.close()
         assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""])
         yield* TestClock.adjust("3 seconds")
@@ -433,14 +442,7 @@ describe("DefaultWebSocketSession: closing (every ending path completes closeRea
   it.effect("when run's handler ends, the messages it did not take are dropped: a reader blocked on a full inbox reads on to the peer's Close (no close timeout)", () =>
     Effect.gen(function*() {
       for (const mode of ["queue", "inbox"] as const) {
-        const { session, peer, closeAndCheck } = yield* setup({
-          session: { closeTimeout: "3 seconds" },
-          raw: { channels: { incoming: { capacity: 1, overflow: "suspend" }, outgoing: { capacity: 8, overflow: "suspend" } } }
-        })
-        if (mode === "queue") assert.isDefined(session.incoming)
-        // One message fills the inbox; the reader then waits to offer the second and reads nothing more.
-        yield* peer.send(Frame.text("1"), Frame.text("2"), Frame.text("3"))
-        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        const { session, peer, closeAndCheck } = yield* blockedReader(mode)
         const running = yield* Effect.forkChild(session.run(() => Effect.void))
         assert.deepStrictEqual(peerClose(yield* peer.next), [1000, ""], mode)
         // The clock never moves: the peer's Close is read only because the reader was let go.
