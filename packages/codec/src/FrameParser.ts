@@ -98,20 +98,23 @@ const VALIDATE_UTF8 = 0x80
 const TEXT_MESSAGE = 0x100
 const TEXT_FRAME = 0x200
 const UNVALIDATED_TEXT = 0x400
-const OWNED_PAYLOAD = 0x800
 /** All the flags above; the bits from `UTF8_SHIFT` up hold the validator state of the open text message. */
-const FLAGS = 0xfff
-const UTF8_SHIFT = 12
+const FLAGS = 0x7ff
+const UTF8_SHIFT = 11
 
 /**
- * Frees a payload buffer the parser allocated and no longer needs (never handed out) at once, by
- * detaching its `ArrayBuffer`, instead of leaving it to the garbage collector: only when it spans
- * its whole `ArrayBuffer` (so it shares memory with nothing else, e.g. not a slice of Node's
- * `Buffer` pool). Never throws.
+ * Frees a payload buffer the parser no longer needs (every non-empty `payload` came from
+ * `allocate` and was never handed out) at once, by detaching its `ArrayBuffer`, instead of
+ * leaving it to the garbage collector: only when it spans its whole, non-empty `ArrayBuffer` (so
+ * it shares memory with nothing else: not a slice of Node's `Buffer` pool, not `EMPTY`). Never
+ * throws.
  */
 const free = (buffer: Uint8Array): void => {
   const memory = buffer.buffer
-  if (buffer.byteOffset !== 0 || buffer.byteLength !== memory.byteLength || !(memory instanceof ArrayBuffer)) return
+  if (
+    buffer.byteLength === 0 || buffer.byteOffset !== 0 || buffer.byteLength !== memory.byteLength ||
+    !(memory instanceof ArrayBuffer)
+  ) return
   try {
     ;(memory as { transfer?: (length: number) => ArrayBuffer }).transfer?.(0)
   } catch {
@@ -176,8 +179,6 @@ export class FrameParser {
    */
   private payload: Uint8Array | undefined = undefined
   private payloadFilled = 0
-  /** Payload bytes declared by the frames of the open data message before the current frame. */
-  private messageBefore = 0
   /** Payload bytes declared by the frames of the current data message, the current frame included. */
   private messageLength = 0
 
@@ -268,12 +269,10 @@ export class FrameParser {
    * (core's reader calls it when its input is over).
    */
   discard(): void {
-    const payload = this.payload
-    if (payload !== undefined && (this.bits & OWNED_PAYLOAD) !== 0) free(payload)
+    if (this.payload !== undefined) free(this.payload)
     this.payload = undefined
     this.payloadFilled = 0
     this.headerFilled = 0
-    this.bits &= ~OWNED_PAYLOAD
   }
 
   /** Whether a fragmented message is open (a later frame must be a Continuation). */
@@ -349,12 +348,10 @@ export class FrameParser {
         if (!this.messageOpen) {
           return this.fail(violation("UnexpectedContinuation", 1002, "Continuation frame without an open message"))
         }
-        this.messageBefore = this.messageLength
       } else if (this.messageOpen) {
         return this.fail(violation("UnfinishedMessage", 1002, "New data frame while a fragmented message is open"))
       } else {
         // A new message (its validator state starts at 0): text without RSV bits is validated here.
-        this.messageBefore = 0
         const bits = this.bits & FLAGS & ~TEXT_MESSAGE
         this.bits = opcode !== Opcode.Text || rsv !== 0
           ? bits
@@ -417,7 +414,8 @@ export class FrameParser {
       return this.fail(violation("FrameTooBig", 1009, `Frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`))
     }
     if ((this.b0 & 0x08) === 0) {
-      const total = this.messageBefore + length
+      // Runs once per header (see `continueHeader`), so a Continuation adds to its message's count.
+      const total = ((this.b0 & 0x0f) === Opcode.Continuation ? this.messageLength : 0) + length
       this.messageLength = total
       if (total > this.maxMessageSize) {
         return this.fail(
@@ -483,7 +481,6 @@ export class FrameParser {
     // be released at once) into a buffer of the frame's size when it is at most 64 KiB.
     this.payload = EMPTY
     this.payloadFilled = 0
-    this.bits &= ~OWNED_PAYLOAD
     if (available > 0) this.continuePayload(pos === 0 ? chunk : chunk.subarray(pos), out)
     return chunk.length
   }
@@ -508,8 +505,7 @@ export class FrameParser {
       mask(payload, this.maskKey)
     }
     if (done) {
-      this.payload = undefined
-      this.bits &= ~OWNED_PAYLOAD // handed out: the frame's now
+      this.payload = undefined // handed out: the frame's now
       this.emit(payload, out)
     }
     return take
@@ -524,8 +520,7 @@ export class FrameParser {
     const old = this.payload!
     const grown = this.allocate(Math.min(this.payloadLength, Math.max(needed, 2 * old.length, MIN_PAYLOAD_BUFFER)))
     if (this.payloadFilled > 0) grown.set(old.subarray(0, this.payloadFilled), 0)
-    if ((this.bits & OWNED_PAYLOAD) !== 0) free(old)
-    this.bits |= OWNED_PAYLOAD
+    free(old)
     return this.payload = grown
   }
 

@@ -147,7 +147,7 @@ export abstract class MessageAssembly extends Inbox {
     if (assembly.validateOnTheFly && assembly.utf8!.update(frame.payload) !== -1) {
       return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
     }
-    if (frame.payload.length > 0) assembly.append(frame.payload, this.maxMessageSize)
+    if (frame.payload.length > 0) assembly.append(frame.payload, limit)
     if (!frame.fin) return undefined
     if (assembly.validateOnTheFly && !assembly.utf8!.finish()) {
       return violation("InvalidUtf8", 1007, "Text message is not valid UTF-8")
